@@ -1,0 +1,3 @@
+from bnnbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Backbones by name, built full precision; methods binarize them with `layers.binarize`.
+
+Every builder takes (num_classes, in_channels, image_size, activation) and returns a module with a
+`full_precision_layers` attribute: the module paths that stay full precision in fair mode (the first
+conv and the classifier, as in BinaryNet, XNOR-Net and every paper compared here). Convolutions that
+feed a BatchNorm have no bias. Blocks put BatchNorm, not ReLU, in front of each binary conv's input
+quantizer path when asked for `hardtanh`/`identity`, because sign(ReLU(x)) is always +1.
+
+- `tiny`: 3 convs + linear, for digits and tests (~0.2 s per CIFAR batch on a CPU).
+- `resnet18`: He et al. 2016 with the CIFAR stem (3×3 stride 1, no max-pool) for inputs up to 32 px
+  and the ImageNet stem (7×7 stride 2 + max-pool) above, so 224-px Garbage costs 1.8 G MACs, not 27 G.
+- `resnet20`: the CIFAR ResNet-20 (16/32/64 channels, 3 blocks per stage), 1×1-conv shortcuts (option B).
+- `vgg_small`: the VGG-Small of LQ-Nets/XNOR-Net CIFAR experiments (128-128-256-256-512-512).
+- `dra_resnet18`: the network of the DRA-BNN released code (ducanh2712/DRA-BNN), see `DraResNet18`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from bnnbench.registry import unknown_choice
+
+ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
+    "relu": lambda channels: nn.ReLU(inplace=True),
+    "prelu": lambda channels: nn.PReLU(),  # one slope per layer, as DRA's released code
+    "hardtanh": lambda channels: nn.Hardtanh(inplace=True),
+    "identity": lambda channels: nn.Identity(),
+}
+
+
+def activation_layer(name: str, channels: int) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise unknown_choice("activation", name, sorted(ACTIVATIONS))
+    return ACTIVATIONS[name](channels)
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(out_ch)]
+
+
+class Tiny(nn.Module):
+    """Three 3×3 convs (32/64/64 channels) and a linear classifier: for digits and tests."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str = "relu"):
+        super().__init__()
+        self.features = nn.Sequential(
+            *conv_bn(in_channels, 32, 3), activation_layer(activation, 32),
+            *conv_bn(32, 64, 3), activation_layer(activation, 64), nn.MaxPool2d(2),
+            *conv_bn(64, 64, 3), activation_layer(activation, 64),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(64, num_classes)
+        self.full_precision_layers = ("features.0", "fc")
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-act-conv-BN, plus the shortcut, then the activation (He et al. 2016)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, activation: str):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn(in_ch, out_ch, 3, stride), activation_layer(activation, out_ch),
+                                  *conv_bn(out_ch, out_ch, 3))
+        self.shortcut = (nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride))
+                         if stride != 1 or in_ch != out_ch else nn.Identity())
+        self.act = activation_layer(activation, out_ch)
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int, in_channels: int,
+                 image_size: int, activation: str = "relu", imagenet_stem: bool = False):
+        super().__init__()
+        if imagenet_stem:
+            stem = [nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                    activation_layer(activation, widths[0]), nn.MaxPool2d(3, 2, 1)]
+        else:
+            stem = [*conv_bn(in_channels, widths[0], 3), activation_layer(activation, widths[0])]
+        self.stem = nn.Sequential(*stem)
+        layers, in_ch = [], widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks)):
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(BasicBlock(in_ch, width, stride, activation))
+                in_ch = width
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.full_precision_layers = ("stem.0", "fc")
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+class VggSmall(nn.Module):
+    """VGG-Small (128-128-256-256-512-512 3×3 convs, three max-pools), the XNOR/LQ-Nets CIFAR net."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str = "relu"):
+        super().__init__()
+        layers, in_ch = [], in_channels
+        for width, pool in ((128, False), (128, True), (256, False), (256, True), (512, False), (512, True)):
+            layers += [*conv_bn(in_ch, width, 3)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            layers.append(activation_layer(activation, width))
+            in_ch = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(512, num_classes)
+        self.full_precision_layers = ("features.0", "fc")
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class DraUnit(nn.Sequential):
+    """conv → BN (affine) → activation: what follows every conv of the DRA released network."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, activation: str):
+        super().__init__(*conv_bn(in_ch, out_ch, kernel, stride), activation_layer(activation, out_ch))
+
+
+class DraBlock(nn.Module):
+    """out = unit2(unit1(x)) + shortcut(x), with no activation after the sum (as released)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, activation: str):
+        super().__init__()
+        self.body = nn.Sequential(DraUnit(in_ch, out_ch, 3, stride, activation),
+                                  DraUnit(out_ch, out_ch, 3, 1, activation))
+        self.shortcut = (DraUnit(in_ch, out_ch, 1, stride, activation)
+                         if stride != 1 or in_ch != out_ch else nn.Identity())
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class DraResNet18(nn.Module):
+    """The BinaryResNet18 of the DRA-BNN released code, which produced the paper's numbers.
+
+    Stem: full-precision 3×3 stride-1 conv, 64 channels, BN, activation, no max-pool, at any input
+    size (224 px in the paper: 27 G binary-weight MACs per image, GPU territory). Stages 64/128/256/
+    512 × 2 blocks, strides 1/2/2/2, 1×1 shortcuts followed by BN + activation, adaptive average pool,
+    and a Linear classifier without bias. Only the stem stays full precision: the released code
+    binarizes the shortcuts and the classifier too.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str = "prelu"):
+        super().__init__()
+        self.stem = DraUnit(in_channels, 64, 3, 1, activation)
+        blocks, in_ch = [], 64
+        for stage, width in enumerate((64, 128, 256, 512)):
+            for index in range(2):
+                blocks.append(DraBlock(in_ch, width, 2 if stage > 0 and index == 0 else 1, activation))
+                in_ch = width
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(512, num_classes, bias=False)
+        self.full_precision_layers = ("stem.0",)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+def _resnet18(num_classes, in_channels, image_size, activation="relu"):
+    """ResNet-18; CIFAR stem (3×3 stride 1, no max-pool) up to 32 px, ImageNet stem above."""
+    return ResNet((64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels, image_size, activation,
+                  imagenet_stem=image_size > 32)
+
+
+def _resnet20(num_classes, in_channels, image_size, activation="relu"):
+    """CIFAR ResNet-20: 16/32/64 channels, 3 blocks per stage, 1×1-conv shortcuts."""
+    return ResNet((16, 32, 64), (3, 3, 3), num_classes, in_channels, image_size, activation)
+
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "tiny": Tiny,
+    "resnet18": _resnet18,
+    "resnet20": _resnet20,
+    "vgg_small": VggSmall,
+    "dra_resnet18": DraResNet18,
+}
+
+
+def build(name: str, num_classes: int, in_channels: int, image_size: int, activation: str = "relu") -> nn.Module:
+    """A full-precision backbone by name; an unknown name lists the valid ones."""
+    if name not in ARCHS:
+        raise unknown_choice("architecture", name, sorted(ARCHS))
+    return ARCHS[name](num_classes, in_channels, image_size, activation)

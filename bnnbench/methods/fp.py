@@ -1,0 +1,28 @@
+"""`fp`: the full-precision reference on the same backbone, recipe and budget as the binary methods.
+
+No paper: it is the upper bound every binary method is compared with. Paper mode equals fair mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bnnbench.config import MethodConfig
+from bnnbench.methods.base import BinaryMethod
+from bnnbench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class FpConfig(MethodConfig):
+    lr: float = 1e-3  # Adam learning rate (per step)
+    weight_decay: float = 1e-4  # L2 coefficient
+
+
+@METHODS.register("fp")
+class FpMethod(BinaryMethod):
+    Config = FpConfig
+
+
+def search_space(trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}
