@@ -71,6 +71,34 @@ class _AlphaSign(torch.autograd.Function):
         return grad, grad_alpha
 
 
+QUANTIZERS: dict[str, type[nn.Module]] = {}
+
+
+def quantizer(name: str):
+    """Register a quantizer module class under `name` for `get_quantizer`."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in QUANTIZERS:
+            raise ValueError(f"quantizer '{name}' is already registered")
+        QUANTIZERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_quantizer(name: str, **params) -> nn.Module:
+    """A fresh quantizer module by name; unknown names or parameters list the valid ones."""
+    if name not in QUANTIZERS:
+        raise unknown_choice("quantizer", name, sorted(QUANTIZERS))
+    cls = QUANTIZERS[name]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in params:
+        if key not in valid:
+            raise BadInput(f"unknown parameter '{key}' for quantizer '{name}'; valid: {', '.join(valid) or 'none'}")
+    return cls(**params)
+
+
+@quantizer("ste")
 class SignSTE(nn.Module):
     """`ste`: sign forward, identity backward."""
 
@@ -78,6 +106,7 @@ class SignSTE(nn.Module):
         return _SignIdentity.apply(x)
 
 
+@quantizer("bnn")
 class SignClipped(nn.Module):
     """`bnn`: sign forward, gradient gated to |x| ≤ 1."""
 
@@ -85,6 +114,7 @@ class SignClipped(nn.Module):
         return _SignClipped.apply(x)
 
 
+@quantizer("dra")
 class AlphaSign(nn.Module):
     """`dra`: α·sign(θ) with one learnable α per layer (init 0.5); see `_AlphaSign`.
 
@@ -104,22 +134,3 @@ class AlphaSign(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha.item():.4g}, mean_center={self.mean_center}"
-
-
-QUANTIZERS: dict[str, type[nn.Module]] = {
-    "ste": SignSTE,
-    "bnn": SignClipped,
-    "dra": AlphaSign,
-}
-
-
-def get_quantizer(name: str, **params) -> nn.Module:
-    """A fresh quantizer module by name; unknown names or parameters list the valid ones."""
-    if name not in QUANTIZERS:
-        raise unknown_choice("quantizer", name, sorted(QUANTIZERS))
-    cls = QUANTIZERS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for key in params:
-        if key not in valid:
-            raise BadInput(f"unknown parameter '{key}' for quantizer '{name}'; valid: {', '.join(valid) or 'none'}")
-    return cls(**params)

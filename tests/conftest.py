@@ -1,0 +1,22 @@
+"""Shared fixtures: every test runs offline, on the CPU, and writes only under tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path) -> str:
+    """A fresh SQLite MLflow store per test (MLflow 3 refuses the old ./mlruns file store)."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path, monkeypatch):
+    """Nothing a test does (mlflow.db, data/, checkpoints) lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
