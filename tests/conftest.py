@@ -18,5 +18,8 @@ def tracking_uri(tmp_path) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path, monkeypatch):
     """Nothing a test does (mlflow.db, data/, checkpoints) lands in the repository."""
+    import tempfile
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the runner's checkpoint directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

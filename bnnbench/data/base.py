@@ -45,7 +45,7 @@ def stratified_split(labels: torch.Tensor, fractions: tuple[float, ...], seed: i
             need = max(2, math.ceil(1 / min(fractions) - 1e-9))
             shares = "/".join(f"{f:.0%}" for f in fractions)
             raise BadInput(f"too few images for a {shares} stratified split: {total} images in "
-                           f"{int((counts > 0).sum())} classes, the smallest with {smallest}; "
+                           f"{int((counts > 0).sum())} classes (the smallest has {smallest}); "
                            f"every split needs each class, so give each class at least about {need} images "
                            f"(scikit-learn: {err})") from None
         parts.append(torch.as_tensor(taken))

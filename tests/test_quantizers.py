@@ -1,0 +1,59 @@
+"""Forward and backward of the issue-2 quantizers against the equations in METHODS.md."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnnbench.errors import BadInput
+from bnnbench.quantizers import get_quantizer
+
+THETA = torch.tensor([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 1.5])
+GRAD = torch.tensor([0.5, -1.0, 2.0, 3.0, -4.0, 0.25, 1.0])  # ℓ' = ∂L/∂w handed to the quantizer
+
+
+def forward_backward(quantizer, theta=THETA, grad=GRAD):
+    theta = theta.clone().requires_grad_(True)
+    w = quantizer(theta)
+    w.backward(grad)
+    return w.detach(), theta.grad
+
+
+def test_ste_sign_forward_identity_backward():
+    w, g = forward_backward(get_quantizer("ste"))
+    assert w.tolist() == [-1, -1, -1, 1, 1, 1, 1]  # sign(0) = +1
+    assert torch.equal(g, GRAD)
+
+
+def test_bnn_backward_is_gated_at_abs_one():
+    w, g = forward_backward(get_quantizer("bnn"))
+    assert w.tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    assert g.tolist() == [0.0, -1.0, 2.0, 3.0, -4.0, 0.25, 0.0]  # |θ| ≤ 1 passes, 1 included
+
+
+def test_dra_forward_alpha_sign_and_eq4_gradients():
+    q = get_quantizer("dra")
+    assert q.alpha.item() == 0.5  # paper: α initialised to 0.5
+    w, g = forward_backward(q)
+    assert w.tolist() == [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5, 0.5]
+    assert torch.equal(g, GRAD)  # θ receives ℓ' unchanged: no α factor, no clipping
+    signs = torch.tensor([-1.0, -1, -1, 1, 1, 1, 1])
+    assert q.alpha.grad.item() == pytest.approx((GRAD * signs).sum().item())  # eq. 4
+
+
+def test_dra_mean_center_binarizes_around_the_mean():
+    w, _ = forward_backward(get_quantizer("dra", alpha=1.0, mean_center=True), torch.tensor([1.0, 2.0, 3.0, 6.0]),
+                            torch.ones(4))
+    assert w.tolist() == [-1, -1, 1, 1]  # θ − mean(θ) = [−2, −1, 0, 3], and sign(0) = +1
+
+
+def test_unknown_quantizer_and_parameter_list_valid_choices():
+    with pytest.raises(BadInput, match=r"unknown quantizer: 'stee'.*did you mean 'ste'.*valid: .*dra"):
+        get_quantizer("stee")
+    with pytest.raises(BadInput, match=r"unknown parameter 'beta' for quantizer 'dra'; valid: alpha, mean_center"):
+        get_quantizer("dra", beta=1)
+
+
+def test_quantizers_are_modules_with_fresh_parameters():
+    a, b = get_quantizer("dra"), get_quantizer("dra")
+    assert isinstance(a, torch.nn.Module) and a.alpha is not b.alpha
