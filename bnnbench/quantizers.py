@@ -134,3 +134,292 @@ class AlphaSign(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha.item():.4g}, mean_center={self.mean_center}"
+
+
+class _ChannelScaledSign(torch.autograd.Function):
+    """XNOR-Net (Rastegari et al. 2016): w = α_c·sign(θ), α_c = mean |θ| over output channel c (dim 0).
+
+    Backward, the derivative of α_c·sign(θ) with sign's straight-through gate (METHODS.md):
+    g = ℓ'·α_c·1[|θ| ≤ 1] + (1/n)·sign(θ)·Σ_c(ℓ'·sign(θ)), n = elements per output channel. The
+    second term is α_c's own dependence on θ (∂α_c/∂θ_j = sign(θ_j)/n).
+    """
+
+    @staticmethod
+    def forward(ctx, theta):
+        flat = theta.reshape(theta.shape[0], -1)
+        alpha = flat.abs().mean(dim=1, keepdim=True)
+        ctx.save_for_backward(theta.abs() <= 1, theta >= 0, alpha)
+        return (alpha * sign(flat)).reshape(theta.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, positive, alpha = ctx.saved_tensors
+        flat = grad.reshape(grad.shape[0], -1)
+        s = torch.where(positive, 1.0, -1.0).to(grad.dtype).reshape(flat.shape)
+        n = flat.shape[1]
+        through_sign = flat * alpha * inside.reshape(flat.shape)
+        through_alpha = s * (flat * s).sum(dim=1, keepdim=True) / n
+        return (through_sign + through_alpha).reshape(grad.shape)
+
+
+@quantizer("xnor")
+class ChannelScaledSign(nn.Module):
+    """`xnor`: α_c·sign(θ) with α_c = mean |θ| per output channel; see `_ChannelScaledSign`."""
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _ChannelScaledSign.apply(theta)
+
+
+@quantizer("direct")
+class DirectWeight(nn.Module):
+    """`direct`: the stored weight is the optimisation variable itself (BNEW keeps it in [−1, 1], Bop
+    stores ±1): training forward is w unchanged and ℓ' reaches it unchanged; in eval mode the forward
+    is sign(w), so validation and test always run on hard binary weights (METHODS.md conventions).
+    For Bop's ±1 weights the two coincide.
+    """
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w if self.training else _SignIdentity.apply(w)
+
+
+# -- soft and annealed weight quantizers: AdaSTE, ProxConnect, BNN+, BNN++, mirror descent ---------------
+# Their parameter (μ or β) is a plain float attribute that the method re-sets at each epoch (or step).
+# In eval mode they all return sign(θ): validation and test run on hard binary weights (METHODS.md).
+# Each Function saves only θ, which is the latent weight itself (a Parameter), so nothing is copied.
+
+
+def prox_sign(theta: torch.Tensor, mu: float, alpha: float) -> torch.Tensor:
+    """AdaSTE's s_μ(θ) = clip((θ + μ(1+α)·sgn θ)/(1+μ), −1, 1) (eq. 32), with sgn(0) = +1.
+
+    Written as sgn(θ)·min(1, (|θ| + μ(1+α))/(1+μ)) so it is odd; once μα ≥ 1 it is exactly sign(θ)
+    (eq. 33), returned directly because rounding could leave 1 − ε where the maths gives 1.
+    """
+    s = sign(theta)
+    if mu * alpha >= 1:
+        return s
+    return s * ((theta.abs() + mu * (1 + alpha)) / (1 + mu)).clamp(max=1.0)
+
+
+def _sigmoids(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """σ(z) and σ(−z), each computed directly so neither loses precision as 1 − σ would."""
+    return torch.sigmoid(z), torch.sigmoid(-z)
+
+
+def sign_swish(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """SS_β(x) = 2σ(βx)·[1 + βx·(1 − σ(βx))] − 1, written as tanh(βx/2) + 2βx·σ(βx)σ(−βx) (same value,
+    no cancellation near 0, no overflow for large |βx|)."""
+    z = beta * x
+    p, q = _sigmoids(z)
+    return torch.tanh(z / 2) + 2 * z * p * q
+
+
+def sign_swish_grad(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """SS'_β(x) = β·(2 − βx·tanh(βx/2)) / (1 + cosh(βx)), with 1/(1 + cosh z) = 2σ(z)σ(−z): cosh
+    overflows for |βx| > 89 in float32, the sigmoids underflow harmlessly to 0."""
+    z = beta * x
+    p, q = _sigmoids(z)
+    return 2 * beta * p * q * (2 - z * torch.tanh(z / 2))
+
+
+class _AdaSTE(torch.autograd.Function):
+    """AdaSTE (Le et al., CVPR 2022): forward w* = s_μ(θ) (eq. 32); backward g = (w* − ŵ)/β (eq. 23) with
+    ŵ = s_μ(θ̃), θ̃ = θ − β·ℓ' and per-element β from eq. 38.
+
+    Where sgn(θ)·ℓ' > 0, β = max(2, |θ|)/|ℓ'|, so β·ℓ' = sgn(θ)·max(2, |θ|) and θ̃ is taken in closed form,
+    sgn(θ)·(|θ| − max(2, |θ|)): evaluating θ − β·ℓ' in floating point lands on ±tiny instead of 0 for
+    |θ| ≥ 2 and flips ŵ at random. At θ̃ = 0 the inner problem E(·; 0) has the two minimizers ±s_μ(0);
+    ŵ takes their mean, 0, so the update is ℓ'/|θ| whatever the sign of θ (METHODS.md). Elsewhere
+    β = 1 and θ̃ = θ − ℓ' lies on θ's own side of 0 (no cancellation), so in the binary regime g = 0 there.
+    θ = 0 counts as +0, as in the forward (sgn(0) = +1): the test is sgn(θ)·ℓ' > 0, not θ·ℓ' > 0, which
+    keeps |g| ≤ |ℓ'| (eq. 37) at θ = 0 where the literal rule would give β = 1 and g = s_μ(0) − s_μ(−ℓ').
+    Binary regime (μα ≥ 1): g = ℓ' for |θ| < 2, ℓ'/|θ| for |θ| ≥ 2, 0 where sgn(θ)·ℓ' ≤ 0.
+    """
+
+    @staticmethod
+    def forward(ctx, theta, mu: float, alpha: float):
+        ctx.save_for_backward(theta)
+        ctx.mu, ctx.alpha = mu, alpha
+        return prox_sign(theta, mu, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (theta,) = ctx.saved_tensors
+        mu, alpha = ctx.mu, ctx.alpha
+        toward_zero = torch.where(theta >= 0, grad > 0, grad < 0)  # sgn(θ)·ℓ' > 0: descent flips the sign
+        magnitude = theta.abs()
+        reach = magnitude.clamp(min=2.0)  # max(2, |θ|) = β·|ℓ'| where `toward_zero`
+        theta_tilde = torch.where(toward_zero, sign(theta) * (magnitude - reach), theta - grad)
+        w_hat = torch.where(toward_zero & (magnitude >= 2), 0.0, prox_sign(theta_tilde, mu, alpha))
+        inverse_beta = torch.where(toward_zero, grad.abs() / reach, 1.0)
+        return (prox_sign(theta, mu, alpha) - w_hat) * inverse_beta, None, None
+
+
+class _ProxSignIdentity(torch.autograd.Function):
+    """ProxConnect: forward s_μ(θ), backward ℓ' unchanged (PC++ with F = P_μ, B' = 1)."""
+
+    @staticmethod
+    def forward(ctx, theta, mu: float, alpha: float):
+        return prox_sign(theta, mu, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+class _SignSwishBackward(torch.autograd.Function):
+    """BNN+: forward sign(θ), backward SS'_β(θ)·ℓ' (PC++ with F = sign, B = SS_β)."""
+
+    @staticmethod
+    def forward(ctx, theta, beta: float):
+        ctx.save_for_backward(theta)
+        ctx.beta = beta
+        return sign(theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (theta,) = ctx.saved_tensors
+        return grad * sign_swish_grad(theta, ctx.beta), None
+
+
+class _SignSwish(torch.autograd.Function):
+    """BNN++: forward SS_μ(θ), backward SS'_μ(θ)·ℓ' (PC++ with F = B = SS_μ), without autograd's
+    intermediate tensors."""
+
+    @staticmethod
+    def forward(ctx, theta, mu: float):
+        ctx.save_for_backward(theta)
+        ctx.mu = mu
+        return sign_swish(theta, mu)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (theta,) = ctx.saved_tensors
+        return grad * sign_swish_grad(theta, ctx.mu), None
+
+
+class _TanhIdentity(torch.autograd.Function):
+    """Mirror descent MD-tanh-S: forward tanh(β·θ), backward ℓ' unchanged, i.e. the dual-space update
+    θ ← θ − η·ℓ'(w) with mirror map w = tanh(β·θ)."""
+
+    @staticmethod
+    def forward(ctx, theta, beta: float):
+        return torch.tanh(beta * theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _ApproxSign(torch.autograd.Function):
+    """Bi-Real Net's ApproxSign (Liu et al. 2018): forward sign(x), backward ℓ'·(2 − 2|x|)·1[|x| < 1], the
+    derivative of the piecewise quadratic that approximates sign. Saves x: the factor needs |x|."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (2 - 2 * x.abs()).clamp(min=0.0)
+
+
+def _check_positive(name: str, value: float, quantizer_name: str) -> float:
+    if not value > 0:
+        raise BadInput(f"bad {name} {value!r} for quantizer '{quantizer_name}': must be > 0")
+    return float(value)
+
+
+def _check_alpha(alpha: float, quantizer_name: str) -> float:
+    if not 0 < alpha < 1:
+        raise BadInput(f"bad alpha {alpha!r} for quantizer '{quantizer_name}': must lie in (0, 1)")
+    return float(alpha)
+
+
+@quantizer("adaste")
+class AdaSTE(nn.Module):
+    """`adaste`: forward s_μ(θ), backward AdaSTE's adaptive finite difference; see `_AdaSTE`.
+
+    `mu` is re-set by the method as it anneals (μ = 1/α: exactly binary from the start).
+    """
+
+    def __init__(self, mu: float = 100.0, alpha: float = 0.01):
+        super().__init__()
+        self.mu = _check_positive("mu", mu, "adaste")
+        self.alpha = _check_alpha(alpha, "adaste")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _AdaSTE.apply(theta, self.mu, self.alpha) if self.training else sign(theta)
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu:.4g}, alpha={self.alpha:.4g}"
+
+
+@quantizer("pc")
+class ProxConnect(nn.Module):
+    """`pc`: forward s_μ(θ) (AdaSTE's proximal quantizer as ProxConnect's P_μ), identity backward."""
+
+    def __init__(self, mu: float = 1.0, alpha: float = 0.1):
+        super().__init__()
+        self.mu = _check_positive("mu", mu, "pc")
+        self.alpha = _check_alpha(alpha, "pc")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _ProxSignIdentity.apply(theta, self.mu, self.alpha) if self.training else sign(theta)
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu:.4g}, alpha={self.alpha:.4g}"
+
+
+@quantizer("bnn_plus")
+class SignSwishGrad(nn.Module):
+    """`bnn_plus`: forward sign(θ), backward SS'_β(θ)·ℓ' (BNN+, Darabi et al. 2018), β fixed."""
+
+    def __init__(self, beta: float = 5.0):
+        super().__init__()
+        self.beta = _check_positive("beta", beta, "bnn_plus")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _SignSwishBackward.apply(theta, self.beta)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:.4g}"
+
+
+@quantizer("bnnpp")
+class SignSwish(nn.Module):
+    """`bnnpp`: forward SS_μ(θ) while training and sign(θ) in eval, backward SS'_μ(θ)·ℓ' (BNN++)."""
+
+    def __init__(self, mu: float = 1.0):
+        super().__init__()
+        self.mu = _check_positive("mu", mu, "bnnpp")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _SignSwish.apply(theta, self.mu) if self.training else sign(theta)
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu:.4g}"
+
+
+@quantizer("bmd")
+class MirrorTanh(nn.Module):
+    """`bmd`: forward tanh(β·θ) while training and sign(θ) in eval, identity backward (MD-tanh-S)."""
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = _check_positive("beta", beta, "bmd")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _TanhIdentity.apply(theta, self.beta) if self.training else sign(theta)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:.4g}"
+
+
+@quantizer("approx_sign")
+class ApproxSign(nn.Module):
+    """`approx_sign`: activations sign(x) with Bi-Real Net's piecewise-quadratic gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ApproxSign.apply(x)

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import os
 
+import lightning.pytorch  # noqa: F401  (imported once, before any test captures stderr: its log handler keeps it)
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other
+    (measured 20-30× slower under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

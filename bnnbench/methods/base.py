@@ -4,7 +4,8 @@ It owns what all methods share — building the backbone and binarizing it, the 
 test steps, metrics (torchmetrics), the optimizer and LR schedule, early stopping, the NaN guard and
 the BNN diagnostics — and exposes small hooks for what differs. A method overrides only hooks:
 `make_weight_quantizer`, `make_input_quantizer`, `activation`, `full_precision_layers`,
-`parameter_groups`, `after_optimizer_step`, `loss`, and Lightning's own epoch hooks for schedules.
+`parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss`, and Lightning's own epoch hooks
+for schedules.
 It never overrides `training_step` wholesale.
 """
 
@@ -23,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from bnnbench import archs
 from bnnbench.config import MethodConfig
 from bnnbench.layers import binarize, binary_layers
+from bnnbench.quantizers import sign
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,6 +37,9 @@ class BinaryMethod(pl.LightningModule):
     # RunConfig defaults in paper mode (arch, epochs, batch_size, image_size) and Config defaults.
     paper_recipe: ClassVar[dict[str, Any]] = {}
     paper_config: ClassVar[dict[str, Any]] = {}
+    # True where the training forward uses soft (non-binary) weights (AdaSTE while annealing, PC, BNN++,
+    # MD): the base then logs `train/binary_gap` each epoch. A method may make it a property.
+    soft_weights: ClassVar[bool] = False
 
     @classmethod
     def default_config(cls, mode: str = "fair") -> MethodConfig:
@@ -141,17 +146,40 @@ class BinaryMethod(pl.LightningModule):
     def on_test_epoch_end(self):
         self.confusion_matrix = self.confusion.compute().cpu()
 
-    # -- BNN diagnostics: how many binary weights flipped sign this epoch ------------------------------
+    # -- BNN diagnostics: how many binary weights flipped sign this epoch, how far soft weights are from ±1 --
     def on_train_epoch_start(self):
         self._epoch_signs = [layer.weight.detach() >= 0 for _, layer in self.binary_layers()]
 
     def on_train_epoch_end(self):
+        if self.soft_weights:
+            self.log("train/binary_gap", self.binary_gap())
         if not self._epoch_signs:
             return
         flipped = sum(((layer.weight.detach() >= 0) != before).sum()
                       for (_, layer), before in zip(self.binary_layers(), self._epoch_signs))
         total = sum(before.numel() for before in self._epoch_signs)
         self.log("train/flip_rate", flipped.float() / total)
+
+    @torch.no_grad()
+    def binary_gap(self) -> float:
+        """Mean |w − sign(w)| over the binary layers' effective weights as the training forward computes
+        them (quantizers switched to training mode for the measurement): 0 means training is already on
+        the hard weights that evaluation uses."""
+        total, count = 0.0, 0
+        for _, layer in self.binary_layers():
+            quantizer = layer.weight_quantizer
+            was_training = quantizer.training
+            quantizer.train()
+            w = layer.effective_weight()
+            quantizer.train(was_training)
+            total += (w - sign(w)).abs().sum().item()
+            count += w.numel()
+        return total / max(count, 1)
+
+    def set_quantizer_param(self, name: str, value: float) -> None:
+        """Set a scheduled weight-quantizer parameter (AdaSTE's μ, mirror descent's β) in every binary layer."""
+        for _, layer in self.binary_layers():
+            setattr(layer.weight_quantizer, name, value)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.after_optimizer_step()
@@ -161,14 +189,19 @@ class BinaryMethod(pl.LightningModule):
     def _monitor_mode(self) -> str:
         return "max" if self.config.monitor.endswith("acc") else "min"
 
-    def configure_optimizers(self):
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over `parameter_groups()`; a method with its own update rule (Bop) overrides it
+        and keeps the shared LR schedule below."""
         c = self.config
         groups = self.parameter_groups()
         if c.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        else:
-            cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
-            optimizer = cls(groups, lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+        return cls(groups, lr=c.lr, weight_decay=c.weight_decay)
+
+    def configure_optimizers(self):
+        c = self.config
+        optimizer = self.make_optimizer()
         if c.scheduler == "none":
             return optimizer
         if c.scheduler == "cosine":

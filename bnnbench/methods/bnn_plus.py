@@ -1,0 +1,54 @@
+"""`bnn_plus`: BNN+ (Darabi, Belbahri, Courbariaux & Partovi Nia, 2018), as a ProxConnect++ member.
+
+Papers: "BNN+: Improved Binary Network Training" (arXiv:1812.11800) and, for its place in the
+family, "Understanding Neural Network Binarization with Forward and Backward Proximal Quantizers"
+(Lu, Yu, Li & Partovi Nia, NeurIPS 2023; shared/papers/003_3946f6f98633cebd.txt — the abstract only).
+
+What is reproduced: PC++ with forward F = sign and backward B = SS_β, the SignSwish
+SS_β(x) = 2σ(βx)·[1 + βx·(1 − σ(βx))] − 1: w = sign(θ) with sign(0) = +1, and θ receives
+SS'_β(θ)·ℓ' with SS'_β(x) = β·(2 − βx·tanh(βx/2))/(1 + cosh(βx)), β = 5 fixed (quantizer
+`bnn_plus`). SS' peaks at β near θ = 0, turns slightly negative for |βθ| ≳ 2.4 and vanishes for
+large |θ|, so it plays the role of BinaryNet's gradient gate without clipping the latent weights.
+Binary weights, real activations (BWN). Training already runs on hard weights.
+
+Paper mode equals fair mode: neither BNN+'s recipe nor the PC++ paper's is in papers/ and no PC++
+code was found.
+
+Deviations: BNN+'s regularizer that pulls latent weights towards ±1 and its learnable scaling
+factors are not reproduced (PC++ describes BNN+ by its quantizers only); activations are not
+binarized; the optimizer is the shared Adam recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bnnbench.config import MethodConfig
+from bnnbench.errors import BadInput
+from bnnbench.methods.base import BinaryMethod
+from bnnbench.quantizers import get_quantizer
+from bnnbench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class BnnPlusConfig(MethodConfig):
+    lr: float = 1e-3  # Adam learning rate (per step)
+    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    beta: float = 5.0  # SignSwish steepness β (per unit of θ): SS'_β(0) = β, width of the gate ~2.4/β
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise BadInput(f"bad beta {self.beta!r} for method 'bnn_plus': must be > 0")
+
+
+@METHODS.register("bnn_plus")
+class BnnPlusMethod(BinaryMethod):
+    Config = BnnPlusConfig
+
+    def make_weight_quantizer(self):
+        return get_quantizer("bnn_plus", beta=self.config.beta)
+
+
+def search_space(trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "beta": trial.suggest_float("beta", 1.0, 50.0, log=True)}

@@ -1,0 +1,73 @@
+"""`pc`: ProxConnect (Dockhorn et al., NeurIPS 2021), as a member of ProxConnect++ (Lu et al., NeurIPS 2023).
+
+Papers: "Demystifying and Generalizing BinaryConnect" (Dockhorn, Yu, Sari, Zolnouri & Partovi Nia,
+arXiv:2110.13220) and "Understanding Neural Network Binarization with Forward and Backward Proximal
+Quantizers" (Lu, Yu, Li & Partovi Nia; shared/papers/003_3946f6f98633cebd.txt — the abstract only).
+
+What is reproduced: PC++ with forward quantizer F = P_μ, a monotone proximal quantizer, and backward
+B' = 1: w = P_μ(θ) while training and θ receives ℓ' unchanged (quantizer `pc`). As METHODS.md asks,
+P_μ is AdaSTE's s_μ(θ) = clip((θ + μ(1+α)·sgn θ)/(1+μ), −1, 1) (AdaSTE eq. 32), which moves every
+weight towards ±1 and is exactly sign(θ) once μα ≥ 1. μ grows linearly, once per epoch, from
+`mu_start` in the first epoch to `mu_end` in the last; with the default α = 0.1 = 1/mu_end the last
+epoch trains on exactly sign(θ), so the final training forward is the one evaluation uses.
+Binary weights, real activations (BWN). Validation and test always use sign(θ); `train/mu` and
+`train/binary_gap` are logged each epoch.
+
+Paper mode equals fair mode: only the PC++ abstract is in papers/ and no released code was found,
+so no published recipe is known to reproduce.
+
+Deviations: the μ schedule (linear 1 → 10 over the run), α and the optimizer (the shared Adam
+recipe) are our choices, not the papers'; Dockhorn et al.'s P_μ family is represented by s_μ only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bnnbench.config import MethodConfig
+from bnnbench.errors import BadInput
+from bnnbench.methods.base import BinaryMethod
+from bnnbench.quantizers import get_quantizer
+from bnnbench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class PcConfig(MethodConfig):
+    lr: float = 1e-3  # Adam learning rate (per step)
+    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    alpha: float = 0.1  # α of s_μ, in (0, 1) (dimensionless); s_μ = sign once μ ≥ 1/α
+    mu_start: float = 1.0  # μ in the first epoch (dimensionless)
+    mu_end: float = 10.0  # μ in the last epoch (dimensionless); linear in between
+
+    def __post_init__(self):
+        if not 0 < self.alpha < 1:
+            raise BadInput(f"bad alpha {self.alpha!r} for method 'pc': must lie in (0, 1)")
+        if not 0 < self.mu_start <= self.mu_end:
+            raise BadInput(f"bad mu_start/mu_end {self.mu_start!r}/{self.mu_end!r} for method 'pc': "
+                           "need 0 < mu_start <= mu_end")
+
+
+def linear_mu(epoch: int, epochs: int, mu_start: float, mu_end: float) -> float:
+    """μ for 0-based `epoch`: mu_start in the first epoch, mu_end in the last (epochs − 1), linear between."""
+    return mu_start + (mu_end - mu_start) * min(epoch / max(epochs - 1, 1), 1.0)
+
+
+@METHODS.register("pc")
+class PcMethod(BinaryMethod):
+    Config = PcConfig
+    soft_weights = True
+
+    def make_weight_quantizer(self):
+        return get_quantizer("pc", mu=self.config.mu_start, alpha=self.config.alpha)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        mu = linear_mu(self.current_epoch, self.epochs, self.config.mu_start, self.config.mu_end)
+        self.set_quantizer_param("mu", mu)
+        self.log("train/mu", mu)
+
+
+def search_space(trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "alpha": trial.suggest_float("alpha", 0.01, 0.5, log=True),
+            "mu_end": trial.suggest_float("mu_end", 2.0, 100.0, log=True)}
