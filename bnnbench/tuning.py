@@ -1,0 +1,371 @@
+"""Hyperparameter search with Optuna: every trial is an ordinary `runner.run`.
+
+Each method module defines `search_space(trial) -> dict` of method config overrides next to the fields
+it tunes. A trial's values are applied last (defaults < recipe < `--set` < trial) to the same frozen
+config a `bnnbench run` builds, so a trial is trained, validated, tested and recorded exactly like a run.
+
+- Objective: `val/acc_best`, maximized. Never the test accuracy: choosing hyperparameters on the test
+  split would leak it into the reported number.
+- Pruning: optuna-integration's `PyTorchLightningPruningCallback` reports `val/acc` after every epoch
+  (step = epoch index, from 0) and raises `TrialPruned` when the pruner says so. Intermediate values are
+  reported with every pruner, `none` included, so the epochs each trial ran are in the study.
+- Storage: any SQLAlchemy URL (Optuna's RDB storage); default a SQLite file `optuna.db` beside the
+  MLflow SQLite database. Several `bnnbench tune` processes, on several machines, share a study through
+  one storage; running the same command again resumes the study and adds trials. A study remembers what
+  it tunes (method, dataset, arch, mode, epochs, batch size, image size, `--set` values) and refuses
+  to mix in trials of another budget.
+- Seeding: the sampler is re-created for every trial from (seed, trial number). One process is
+  reproducible; two processes with the same seed still draw different random configurations, because
+  the storage gives their trials different numbers. The training run of every trial uses the seed too.
+- MLflow: one parent run per `tune` invocation (tag `tuning.role=parent`); each trial is a child run
+  (tags `mlflow.parentRunId`, `tuning.study`, `tuning.trial`, `tuning.role=trial`, `tuning.state`).
+  A pruned trial's run ends KILLED with tags `tuning.pruned=true` and `tuning.pruned_after_epochs`: it never
+  ends FINISHED, so nothing reads it as a completed run. A failed trial's run ends FAILED (the runner's
+  `failure_reason`) and the study goes on. The parent ends FINISHED with the study's best value
+  (`study/best_value`) and parameters (params `best/<name>`), KILLED on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bnnbench import runner, tracking
+from bnnbench.config import RunConfig
+from bnnbench.errors import BadInput
+from bnnbench.registry import unknown_choice
+
+OBJECTIVE = "val/acc_best"  # what a trial returns (maximized)
+PRUNE_MONITOR = "val/acc"  # what the pruner sees after every epoch
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+STORAGE_FILE = "optuna.db"
+CONFIG_ATTR = "bnnbench.config"  # trial user attr: the trial's full run config, as a recipe
+STUDY_ATTR = "bnnbench.study"  # study user attr: what every trial of the study shares
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    parent_run_id: str
+    states: Counter = field(default_factory=Counter)  # this invocation's trials: COMPLETE, PRUNED, FAIL
+    trial_epochs: int = 0  # epochs trained by this invocation's trials
+    best_value: float | None = None  # of the whole study (all processes, all invocations)
+    best_trial: int | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+
+
+# -- names and defaults ---------------------------------------------------------------------------------
+def default_storage(tracking_uri: str | None = None) -> str:
+    """`optuna.db` in the directory of the MLflow SQLite database; `sqlite:///optuna.db` otherwise."""
+    uri = tracking.tracking_uri(tracking_uri)
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri[len(prefix):].split("?")[0])
+        return prefix + str(path.parent / STORAGE_FILE) if str(path.parent) != "." else prefix + STORAGE_FILE
+    return prefix + STORAGE_FILE
+
+
+def default_study_name(resolved: runner.ResolvedRun) -> str:
+    c = resolved.cfg
+    return f"{c.method}-{c.dataset}-{resolved.arch}-{c.mode}"
+
+
+def display_url(url: str) -> str:
+    """The storage URL with any password masked (it goes to the terminal and to MLflow)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str, must_exist: bool = False):
+    """Optuna RDB storage for `url`, or a one-line BadInput saying why it cannot be opened."""
+    if must_exist and url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):].split("?")[0])
+        if not path.is_file():
+            raise BadInput(f"no Optuna storage at '{url}': file '{path}' does not exist "
+                           f"(give the URL 'bnnbench tune' used with --storage)")
+    # SQLite locks the whole file per write; several processes sharing it wait instead of failing.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        with tracking.sqlite_first_use_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadInput(f"cannot open Optuna storage '{display_url(url)}': {reason}") from None
+
+
+def search_space_of(method: str) -> Callable:
+    module = importlib.import_module(f"bnnbench.methods.{method}")
+    space = getattr(module, "search_space", None)
+    if not callable(space):
+        raise BadInput(f"method '{method}' has no search_space(trial) in bnnbench/methods/{method}.py")
+    return space
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler re-created from (seed, trial number) before every trial; delegates everything else.
+
+    One fixed-seed sampler per process would make two workers with the same `--seed` propose the same
+    random configurations; the trial number is unique in the study, so seeding by it keeps one process
+    reproducible and keeps workers apart.
+    """
+
+    def __init__(self, name: str, seed: int):
+        if name not in SAMPLERS:
+            raise unknown_choice("sampler", name, list(SAMPLERS))
+        self.name, self.seed = name, seed
+        self.inner = self._make([seed])
+
+    def _make(self, entropy: list[int]) -> optuna.samplers.BaseSampler:
+        import numpy as np
+
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        if self.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study, trial):
+        self.inner = self._make([self.seed, trial.number])
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        self.inner.reseed_rng()
+
+
+def make_sampler(name: str, seed: int) -> TrialSeededSampler:
+    return TrialSeededSampler(name, seed)
+
+
+def make_pruner(name: str, epochs: int):
+    """median: after 4 finished trials, from the epoch index epochs//5 on, stop a trial whose `val/acc`
+    is below the median of earlier trials at the same epoch. hyperband: successive halving brackets from
+    1 epoch to `epochs`, ratio 3. none: never prune."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=epochs // 5)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise unknown_choice("pruner", name, list(PRUNERS))
+
+
+# -- what a study and a trial remember --------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def trial_recipe(resolved: runner.ResolvedRun) -> dict[str, Any]:
+    """The trial's complete configuration as a recipe: `run --from-study` trains exactly this."""
+    c = resolved.cfg
+    return {"method": c.method, "dataset": c.dataset, "arch": resolved.arch, "mode": c.mode,
+            "epochs": resolved.epochs, "batch_size": resolved.batch_size, "image_size": resolved.image_size,
+            "seed": c.seed, "set": {k: _plain(v) for k, v in dataclasses.asdict(resolved.method_config).items()}}
+
+
+def study_identity(resolved: runner.ResolvedRun) -> dict[str, Any]:
+    """What all trials of one study must share (the seed may differ between invocations)."""
+    recipe = trial_recipe(resolved)
+    recipe.pop("seed")
+    recipe["set"] = {k: recipe["set"][k] for k in sorted(resolved.cfg.method_overrides)}
+    return json.loads(json.dumps(recipe))  # as the storage returns it: tuples are lists
+
+
+def _check_identity(study, identity: dict[str, Any], storage: str) -> None:
+    recorded = study.user_attrs.get(STUDY_ATTR)
+    if recorded is None:
+        study.set_user_attr(STUDY_ATTR, identity)
+        return
+    if recorded != identity:
+        keys = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        differences = ", ".join(f"{k}: study {recorded.get(k)!r}, now {identity.get(k)!r}" for k in keys)
+        raise BadInput(f"study '{study.study_name}' in '{display_url(storage)}' tunes another configuration "
+                       f"({differences}); use the same flags to add trials, or --study-name for a new study")
+
+
+# -- tune -------------------------------------------------------------------------------------------------
+def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, storage: str | None = None,
+         study_name: str | None = None, sampler: str = "tpe", pruner: Any = "median",
+         echo: Callable[[str], None] = print) -> TuneResult:
+    """Run `trials` more trials (or until `timeout` seconds have passed) of the study for `cfg`.
+
+    `pruner` is a name from PRUNERS or an `optuna.pruners.BasePruner`. Returns this invocation's
+    counts and the study's best; bad input raises BadInput before anything is recorded.
+    """
+    resolved = runner.resolve(cfg)
+    space = search_space_of(cfg.method)
+    storage = storage or default_storage(cfg.tracking_uri)
+    if trials <= 0:
+        raise BadInput(f"bad trials {trials!r}: must be a positive integer")
+    if timeout is not None and not timeout > 0:
+        raise BadInput(f"bad timeout {timeout!r}: must be a positive number of seconds")
+    pruner_name = pruner if isinstance(pruner, str) else type(pruner).__name__
+    pruner = make_pruner(pruner, resolved.epochs) if isinstance(pruner, str) else pruner
+    name = study_name or default_study_name(resolved)
+    study = optuna.create_study(storage=open_storage(storage), sampler=make_sampler(sampler, cfg.seed),
+                                pruner=pruner, study_name=name, direction="maximize", load_if_exists=True)
+    _check_identity(study, study_identity(resolved), storage)
+
+    experiment = cfg.experiment or cfg.dataset
+    parent_params = {"method": cfg.method, "dataset": cfg.dataset, "arch": resolved.arch, "mode": cfg.mode,
+                     "epochs": resolved.epochs, "batch_size": resolved.batch_size,
+                     "image_size": resolved.image_size, "seed": cfg.seed, "trials": trials,
+                     "timeout_s": timeout, "sampler": sampler, "pruner": pruner_name, "objective": OBJECTIVE,
+                     "study": name, "storage": display_url(storage),
+                     **{f"set/{k}": v for k, v in study_identity(resolved)["set"].items()}}
+    provenance = tracking.provenance_tags("see the trial runs")
+    parent = tracking.start_parent_run(cfg.tracking_uri, experiment, f"tune-{name}", parent_params,
+                                       {**provenance, **cfg.tags, "tuning.role": "parent", "tuning.study": name})
+    result = TuneResult(study_name=name, storage=storage, parent_run_id=parent)
+    echo(f"study '{name}' in {display_url(storage)}: {len(study.trials)} trials so far; "
+         f"{trials} more, {resolved.epochs} epochs each, sampler {sampler}, pruner {pruner_name}; "
+         f"MLflow parent run {parent}")
+
+    started = time.monotonic()
+    trial = None
+    try:
+        while sum(result.states.values()) < trials and (timeout is None or time.monotonic() - started < timeout):
+            trial = study.ask()
+            trial_started = time.monotonic()
+            frozen, note = _run_trial(study, trial, cfg, space, parent, name)
+            trial = None
+            epochs = len(frozen.intermediate_values)
+            result.states[frozen.state.name] += 1
+            result.trial_epochs += epochs
+            echo(_progress_line(study, frozen, note, epochs, time.monotonic() - trial_started))
+            best = _best_trial(study)
+            if best is not None:
+                tracking.log_run_metrics(cfg.tracking_uri, parent, {"study/best_value": best.value},
+                                         step=frozen.number)
+    except BaseException as error:
+        if trial is not None:  # interrupted inside a trial (Ctrl-C, or a bug): the trial failed
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        interrupted = isinstance(error, KeyboardInterrupt)
+        tracking.end_run(cfg.tracking_uri, parent, "KILLED" if interrupted else "FAILED",
+                         None if interrupted else f"{type(error).__name__}: {error}")
+        raise
+
+    best = _best_trial(study)
+    summary = {"study/trials_complete": result.states["COMPLETE"], "study/trials_pruned": result.states["PRUNED"],
+               "study/trials_failed": result.states["FAIL"], "study/trial_epochs": result.trial_epochs,
+               "study/wall_s": time.monotonic() - started}
+    if best is not None:
+        result.best_value, result.best_trial, result.best_params = best.value, best.number, dict(best.params)
+        summary["study/best_value"] = best.value
+        tracking.log_params(cfg.tracking_uri, parent, {f"best/{k}": v for k, v in best.params.items()})
+        tracking.set_tags(cfg.tracking_uri, parent, {"tuning.best_trial": best.number,
+                                                     "tuning.best_run_id": best.user_attrs.get(RUN_ID_ATTR, "")})
+    tracking.log_run_metrics(cfg.tracking_uri, parent, summary, step=len(study.trials))
+    tracking.end_run(cfg.tracking_uri, parent, "FINISHED")
+    return result
+
+
+def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name: str):
+    """Train one trial; returns (the finished FrozenTrial, a note for the progress line)."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    overrides = {**base.method_overrides, **space(trial)}
+    tags = {**base.tags, tracking.PARENT_TAG: parent, "tuning.role": "trial", "tuning.study": name,
+            "tuning.trial": str(trial.number), tracking.RUN_NAME_TAG: f"{name}-t{trial.number}"}
+    cfg = dataclasses.replace(base, method_overrides=overrides, tags=tags)
+    trial.set_user_attr(CONFIG_ATTR, trial_recipe(runner.resolve(cfg)))
+    try:
+        result = runner.run(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=PRUNE_MONITOR)])
+    except runner.RunFailed as failure:
+        trial.set_user_attr(RUN_ID_ATTR, failure.run_id)
+        if isinstance(failure.__cause__, optuna.TrialPruned):
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+            epochs = len(frozen.intermediate_values)
+            tracking.set_tags(base.tracking_uri, failure.run_id, {"tuning.state": "PRUNED", "tuning.pruned": "true",
+                                                                  "tuning.pruned_after_epochs": epochs})
+            tracking.end_run(base.tracking_uri, failure.run_id, "KILLED")
+            return frozen, f"pruned after {epochs} epochs"
+        trial.set_user_attr("failure_reason", failure.reason[:2000])
+        tracking.set_tags(base.tracking_uri, failure.run_id, {"tuning.state": "FAIL"})
+        return study.tell(trial, state=TrialState.FAIL), failure.reason
+    trial.set_user_attr(RUN_ID_ATTR, result.run_id)
+    value = result.metrics.get(OBJECTIVE, float("nan"))
+    if not math.isfinite(value):
+        tracking.set_tags(base.tracking_uri, result.run_id, {"tuning.state": "FAIL"})
+        return study.tell(trial, state=TrialState.FAIL), f"{OBJECTIVE} is {value}"
+    tracking.set_tags(base.tracking_uri, result.run_id, {"tuning.state": "COMPLETE"})
+    return study.tell(trial, value), None
+
+
+def _best_trial(study):
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def _format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _progress_line(study, frozen, note: str | None, epochs: int, seconds: float) -> str:
+    state = frozen.state.name
+    if state == "COMPLETE":
+        outcome = f"{OBJECTIVE} {frozen.value:.4f}"
+    elif state == "PRUNED":
+        last = frozen.intermediate_values.get(max(frozen.intermediate_values, default=-1))
+        outcome = f"{PRUNE_MONITOR} {last:.4f}, {note}" if last is not None else note or "pruned"
+    else:
+        outcome = (note or "failed").splitlines()[0][:120]
+    best = _best_trial(study)
+    best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "best -"
+    return (f"trial {frozen.number:>3}  {state:<8}  {outcome}  |  {best_text}  |  {epochs} epochs, {seconds:.1f} s  "
+            f"{_format_params(frozen.params)}")
+
+
+# -- the best configuration of a study, as a recipe for `bnnbench run --from-study` ------------------------
+def study_recipe(study_name: str, storage: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The best trial's complete configuration, as recipe values (RunConfig keys and `set`)."""
+    storage = storage or default_storage(tracking_uri)
+    rdb = open_storage(storage, must_exist=True)
+    names = optuna.get_all_study_names(rdb)
+    if study_name not in names:
+        if not names:
+            raise BadInput(f"unknown study '{study_name}': storage '{display_url(storage)}' has no studies")
+        raise unknown_choice(f"study in '{display_url(storage)}'", study_name, sorted(names))
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    best = _best_trial(study)
+    if best is None:
+        raise BadInput(f"study '{study_name}' has no completed trial yet ({len(study.trials)} trials, "
+                       f"none COMPLETE)")
+    recipe = best.user_attrs.get(CONFIG_ATTR)
+    if recipe is None:
+        raise BadInput(f"study '{study_name}' was not made by 'bnnbench tune': its best trial has no "
+                       f"'{CONFIG_ATTR}' attribute")
+    recipe = dict(recipe)
+    recipe["tags"] = {"tuning.from_study": study_name, "tuning.from_trial": str(best.number),
+                      "tuning.from_run_id": best.user_attrs.get(RUN_ID_ATTR, "")}
+    return recipe
