@@ -31,6 +31,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be a positive number")
+    return value
+
+
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="training method (see 'bnnbench list methods')")
     p.add_argument("--dataset", help="dataset (see 'bnnbench list datasets')")
@@ -55,7 +65,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where dataset files live or are downloaded to (default ./data)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
+    p.add_argument("--wandb", action="store_true", default=None,
+                   help="also mirror the run to Weights & Biases (WANDB_MODE=offline works without an account)")
+    p.add_argument("--from-study", metavar="NAME",
+                   help="train the best configuration of this Optuna study ('bnnbench tune'); flags override it")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage of --from-study (default: optuna.db beside the MLflow SQLite database)")
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("tune", help="search a method's hyperparameters with Optuna; each trial is a run")
+    _add_run_arguments(p)
+    p.add_argument("--trials", type=_positive_int, default=20, help="trials this invocation adds (default 20)")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="start no new trial after this many seconds (the running one finishes)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage, any SQLAlchemy URL; processes sharing it share the study "
+                        "(default: optuna.db beside the MLflow SQLite database)")
+    p.add_argument("--study-name", help="default <method>-<dataset>-<arch>-<mode>; an existing study is resumed")
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median",
+                   help="stops unpromising trials on val/acc after each epoch (default median)")
+    p.add_argument("--seed", type=int, help="seeds the sampler and every trial's training (default 0)")
+    p.add_argument("--data-dir", help="where dataset files live or are downloaded to (default ./data)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
+    p.add_argument("--wandb", action="store_true", default=None, help="also mirror every trial to Weights & Biases")
+    p.set_defaults(func=cmd_tune)
+
+    p = commands.add_parser("cost", help="MACs, BOPs, OPs, parameters and size of a run's network (no data)")
+    _add_run_arguments(p)
+    p.add_argument("--json", action="store_true", help="print only the totals, as one JSON object")
+    p.set_defaults(func=cmd_cost)
+
+    p = commands.add_parser("bench", help="run a benchmark suite (methods x datasets x seeds); resumes")
+    p.add_argument("suite", help="suite YAML, e.g. benchmarks/digits.yaml")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
+    p.add_argument("--wandb", action="store_true", help="also mirror every run to Weights & Biases")
+    p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("leaderboard", help="FINISHED runs -> leaderboard/results.csv -> leaderboard/README.md")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db; "
+                                          "without one the page is rendered from --export alone)")
+    p.add_argument("--export", default="leaderboard/results.csv", help="rows with provenance, merged by run id")
+    p.add_argument("--out", default="leaderboard/README.md", help="the Markdown page; plots go beside it")
+    p.add_argument("--published", help="published numbers (default: published.csv beside --export)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if --out differs from what --export renders; reads no MLflow, writes nothing")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = commands.add_parser("bench-step", help="time training steps of methods side by side (synthetic data)")
+    p.add_argument("--arch", required=True, help="backbone every method is timed on")
+    p.add_argument("--methods", default="fp,ste,dra", help="comma-separated, or 'all' (default fp,ste,dra)")
+    p.add_argument("--dataset", default="cifar10", help="whose tensor shape and class count to use (no files)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--steps", type=_positive_int, default=10, help="timed steps per method (after 2 warm-up)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each model (compile time reported)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    p.set_defaults(func=cmd_bench_step)
 
     p = commands.add_parser("list", help="list registered methods, datasets or architectures")
     p.add_argument("what", choices=["methods", "datasets", "archs"])
@@ -69,6 +140,10 @@ def run_config(args: argparse.Namespace):
     from bnnbench.registry import DATASETS, METHODS
 
     values = load_recipe(args.recipe) if args.recipe else {}
+    if getattr(args, "from_study", None):
+        values = _study_recipe(args)
+    elif getattr(args, "storage", None) and hasattr(args, "from_study"):
+        raise BadInput("--storage on 'run' names the storage of --from-study; give --from-study NAME too")
     overrides = dict(values.pop("set", None) or {})
     overrides.update(parse_assignments(args.overrides))
     for key in RUN_KEYS:
@@ -99,6 +174,132 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "test/acc" in m:
         print(f"test/acc      {m['test/acc']:.4f}")
     print(f"MLflow run    {result.run_id}  (experiment '{result.experiment}', {tracking_uri(cfg.tracking_uri)})")
+    return 0
+
+
+def _study_recipe(args: argparse.Namespace) -> dict:
+    """`run --from-study`: the best trial's configuration is the recipe; given flags override it."""
+    if args.recipe:
+        raise BadInput("--from-study and --recipe both give the whole configuration; use one of them")
+    from bnnbench.tuning import study_recipe
+
+    values = study_recipe(args.from_study, args.storage, args.tracking_uri)
+    for key in ("method", "dataset"):
+        flag = getattr(args, key, None)
+        if flag is not None and flag != values[key]:
+            raise BadInput(f"--{key} '{flag}' contradicts study '{args.from_study}', which tunes "
+                           f"{key} '{values[key]}'; leave --{key} out")
+    return values
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    cfg = dataclasses.replace(run_config(args), progress_bar=False)  # one line per trial instead
+    import optuna
+
+    from bnnbench import tuning
+
+    _quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = tuning.tune(cfg, trials=args.trials, timeout=args.timeout, storage=args.storage,
+                         study_name=args.study_name, sampler=args.sampler, pruner=args.pruner,
+                         echo=lambda line: print(line, flush=True))
+    s = result.states
+    print(f"this run: {s['COMPLETE']} complete, {s['PRUNED']} pruned, {s['FAIL']} failed; "
+          f"{result.trial_epochs} trial-epochs")
+    if result.best_value is None:
+        print(f"study '{result.study_name}': no completed trial yet")
+    else:
+        params = " ".join(f"{k}={v}" for k, v in result.best_params.items())
+        print(f"study best    {tuning.OBJECTIVE} {result.best_value:.4f} (trial {result.best_trial}): {params}")
+        storage = "" if result.storage == tuning.default_storage() else f" --storage '{result.storage}'"
+        print(f"train it      bnnbench run --from-study {result.study_name}{storage} --seed S")
+    print(f"MLflow run    {result.parent_run_id}  (parent of the trials)")
+    return 1 if s["FAIL"] and not (s["COMPLETE"] or s["PRUNED"]) else 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Count the network a run would train, at its input size; builds the model, reads no data files."""
+    cfg = run_config(args)
+    import json
+
+    from bnnbench import cost
+    from bnnbench.runner import build_method, resolve
+
+    resolved = resolve(cfg)
+    size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
+    try:
+        costs = cost.count(build_method(resolved).model, size)
+    except cost.ForwardError as error:
+        raise BadInput(f"cannot count '{resolved.arch}' at {resolved.image_size} px: {error}") from None
+    if args.json:
+        print(json.dumps(costs.totals()))
+        return 0
+    print(f"{cfg.method} ({cfg.mode} mode), {resolved.arch}, {cfg.dataset} input {'x'.join(map(str, size))}, "
+          f"{resolved.dataset_cls.num_classes} classes: MACs per image (not FLOPs)\n")
+    print(costs.table())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bnnbench.suite import load_suite, run_suite
+
+    suite = load_suite(args.suite)
+    _quiet_libraries()
+    counts = run_suite(suite, tracking_uri=args.tracking_uri, dry_run=args.dry_run, wandb=args.wandb,
+                       echo=lambda line: print(line, flush=True))
+    verb = "would run" if args.dry_run else "ran"
+    print(f"suite '{suite.name}': {verb} {counts['ran']}, skipped {counts['skipped']} (already FINISHED), "
+          f"failed {counts['failed']}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bnnbench import leaderboard
+
+    if args.check:
+        problem = leaderboard.check(args.export, args.out, args.published)
+        if problem:
+            print(f"bnnbench: {problem}", file=sys.stderr)
+            return 1
+        print(f"{args.out} is up to date")
+        return 0
+    leaderboard.update(args.tracking_uri, args.export, args.out, args.published)
+    return 0
+
+
+def cmd_bench_step(args: argparse.Namespace) -> int:
+    from bnnbench.registry import DATASETS, METHODS
+
+    methods = METHODS.names() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        METHODS.check(method)
+    DATASETS.check(args.dataset)
+    import json
+    import platform
+
+    import torch
+
+    from bnnbench.speed import bench_step, report
+
+    rows = report(bench_step(methods, args.dataset, args.arch, args.batch_size, args.image_size, args.steps,
+                             compile=args.compile, channels_last=args.channels_last, precision=args.precision,
+                             device=args.device))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    device = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    memory = "peak MiB" if args.device == "cuda" else "saved-for-backward MiB"
+    print(f"{args.arch}, batch {args.batch_size}, {args.dataset} shape, {args.device} ({device}), "
+          f"precision {args.precision}{', compiled' if args.compile else ''}"
+          f"{', channels_last' if args.channels_last else ''}; median of {args.steps} steps")
+    print(f"{'method':<10} {'ms/step':>9} {'min':>9} {'max':>9} {'ratio':>6} {memory:>22}")
+    for r in rows:
+        ratio = "" if r["ratio_to_fp"] is None else f"{r['ratio_to_fp']:.3f}"
+        print(f"{r['method']:<10} {r['median_ms']:>9.1f} {r['min_ms']:>9.1f} {r['max_ms']:>9.1f} {ratio:>6} "
+              f"{r['memory_mib']:>22.1f}")
     return 0
 
 

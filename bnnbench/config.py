@@ -139,6 +139,7 @@ class RunConfig:
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu
     progress_bar: bool = True
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (e.g. from tuning)
+    wandb: bool = False  # also mirror the run to Weights & Biases (MLflow stays the record)
 
     def __post_init__(self):
         if self.mode not in MODES:

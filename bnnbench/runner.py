@@ -91,15 +91,34 @@ def build_method(resolved: ResolvedRun):
                                epochs=resolved.epochs)
 
 
-def config_yaml(resolved: ResolvedRun) -> str:
-    import yaml
-
+def resolved_dict(resolved: ResolvedRun) -> dict[str, Any]:
+    """The resolved config as plain data: run keys at the top, method fields under `set` (a recipe)."""
     c = resolved.cfg
     run = {k: getattr(c, k) for k in ("method", "dataset", "mode", "seed", "data_dir")}
     run.update(arch=resolved.arch, epochs=resolved.epochs, batch_size=resolved.batch_size,
                image_size=resolved.image_size)
     method = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(resolved.method_config).items()}
-    return yaml.safe_dump({**run, "set": method}, sort_keys=False)
+    return {**run, "set": method}
+
+
+def config_yaml(resolved: ResolvedRun) -> str:
+    import yaml
+
+    return yaml.safe_dump(resolved_dict(resolved), sort_keys=False)
+
+
+def config_hash(resolved: ResolvedRun) -> str:
+    """A short digest of everything that defines the run except where the data lives.
+
+    Tagged on every run as `config_hash` (the seed included): the suite runner skips a combination
+    that already has a FINISHED run with the same digest, so an interrupted suite resumes.
+    """
+    import hashlib
+    import json
+
+    data = resolved_dict(resolved)
+    data.pop("data_dir")
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _device_name(trainer) -> str:
@@ -118,6 +137,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from bnnbench import cost
+
     resolved = resolve(cfg)
     datamodule = resolved.dataset_cls(data_dir=cfg.data_dir, batch_size=resolved.batch_size,
                                       image_size=resolved.image_size, seed=cfg.seed, mode=cfg.mode)
@@ -126,6 +147,8 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method = build_method(resolved)
+    size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
+    costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing
 
     with tempfile.TemporaryDirectory(prefix="bnnbench-ckpt-") as checkpoint_dir:
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor="val/acc", mode="max", save_top_k=1,
@@ -139,16 +162,22 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
         if getattr(datamodule, "skipped_files", None) is not None:
             params["data/skipped_images"] = len(datamodule.skipped_files)
         experiment = cfg.experiment or cfg.dataset
-        logger = tracking.start_run(cfg.tracking_uri, experiment, resolved.run_name, params,
-                                    {**tracking.provenance_tags(_device_name(trainer)), **cfg.tags})
-        trainer.loggers = [logger]
+        tags = {**tracking.provenance_tags(_device_name(trainer)), "config_hash": config_hash(resolved), **cfg.tags}
+        run_name = tags.pop(tracking.RUN_NAME_TAG, resolved.run_name)  # the tuner names its trials
+        logger = tracking.start_run(cfg.tracking_uri, experiment, run_name, params, tags)
+        mirror = (tracking.wandb_logger(experiment, run_name, tags.get(tracking.PARENT_TAG), params, tags)
+                  if cfg.wandb else None)
+        trainer.loggers = [logger] + ([mirror] if mirror else [])
         started = time.perf_counter()
         try:
+            tracking.log_metrics(logger, costs.metrics())
+            tracking.log_text(logger, costs.csv(), "cost_layers.csv")
             trainer.fit(method, datamodule=datamodule)
             if trainer.interrupted:
                 raise KeyboardInterrupt
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             metrics["val/acc_best"] = method.val_acc_best
+            metrics.update(costs.metrics())
             if datamodule.has_test:
                 trainer.test(method, datamodule=datamodule, ckpt_path="best", verbose=False)
                 metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
@@ -160,14 +189,22 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
             _log_artifacts(logger, resolved, method, datamodule)
         except (KeyboardInterrupt, SystemExit):
             # Lightning turns Ctrl-C into SystemExit after its own (FAILED) finalize; we say KILLED.
-            tracking.finish_run(logger, "KILLED", "interrupted by the user")
+            _finish(logger, mirror, "KILLED", "interrupted by the user")
             raise KeyboardInterrupt from None
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            tracking.finish_run(logger, "FAILED", reason)
+            _finish(logger, mirror, "FAILED", reason)
             raise RunFailed(logger.run_id, reason) from error
-        tracking.finish_run(logger, "FINISHED")
+        if mirror:
+            mirror.log_metrics({k: v for k, v in metrics.items() if k.startswith(("cost/", "time/", "val/acc_best"))})
+        _finish(logger, mirror, "FINISHED")
     return RunResult(run_id=logger.run_id, status="FINISHED", metrics=metrics, experiment=experiment)
+
+
+def _finish(logger, mirror, status: str, reason: str | None = None) -> None:
+    tracking.finish_run(logger, status, reason)
+    if mirror is not None:
+        tracking.finish_wandb(mirror, status)
 
 
 def _log_artifacts(logger, resolved: ResolvedRun, method, datamodule) -> None:

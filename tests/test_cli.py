@@ -40,7 +40,8 @@ def test_run_on_digits_is_recorded_in_mlflow(tracking_uri, capsys):
         "batch_size": "64", "image_size": "8"}
     for field in ("lr", "weight_decay", "alpha_init", "alpha_lr", "alpha_clamp", "activation", "fp_classifier"):
         assert field in params
-    assert (params["data/train_size"], params["data/val_size"], params["data/test_size"]) == ("1258", "180", "359")  # 70/10/20 of 1,797
+    sizes = (params["data/train_size"], params["data/val_size"], params["data/test_size"])
+    assert sizes == ("1258", "180", "359")  # 70/10/20 of 1,797
 
     for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert len(client.get_metric_history(run_id, key)) == 3, key  # one point per epoch
