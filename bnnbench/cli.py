@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.add_argument("--wandb", action="store_true", default=None,
                    help="also mirror the run to Weights & Biases (WANDB_MODE=offline works without an account)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the network; the first step's time (compilation) is logged")
+    p.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"],
+                   help="Lightning precision (default 32; bf16-mixed on GPUs)")
     p.add_argument("--from-study", metavar="NAME",
                    help="train the best configuration of this Optuna study ('bnnbench tune'); flags override it")
     p.add_argument("--storage", metavar="URL",
@@ -323,10 +327,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _quiet_libraries() -> None:
     """Lightning's INFO chatter (GPU/TPU availability, tips, checkpoint restores) hides the results.
 
-    Called after lightning is imported: its import sets its own logger to INFO.
+    Lightning's import sets its own logger to INFO, so it is imported first.
     """
     import logging
     import warnings
+
+    import lightning.pytorch  # noqa: F401
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)

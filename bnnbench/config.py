@@ -20,6 +20,8 @@ from bnnbench.registry import unknown_choice
 
 Mode = Literal["fair", "paper"]
 MODES: tuple[str, ...] = typing.get_args(Mode)
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -140,10 +142,14 @@ class RunConfig:
     progress_bar: bool = True
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (e.g. from tuning)
     wandb: bool = False  # also mirror the run to Weights & Biases (MLflow stays the record)
+    compile: bool = False  # torch.compile the network (the first step's time, compilation included, is logged)
+    precision: Precision = "32"  # Lightning's precision plugin; bf16-mixed is for GPUs
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise unknown_choice("mode", str(self.mode), list(MODES))
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("precision", str(self.precision), list(PRECISIONS))
         for name in ("epochs", "batch_size", "image_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):

@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
 from bnnbench import tracking
 from bnnbench.config import RunConfig, apply_overrides
 from bnnbench.errors import BadInput
@@ -36,7 +39,8 @@ class ResolvedRun:
     def params(self) -> dict[str, Any]:
         c = self.cfg
         params = {"method": c.method, "dataset": c.dataset, "arch": self.arch, "mode": c.mode, "seed": c.seed,
-                  "epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
+                  "epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size,
+                  "precision": c.precision, "compile": c.compile}
         params.update(dataclasses.asdict(self.method_config))
         return params
 
@@ -134,9 +138,6 @@ def _device_name(trainer) -> str:
 
 def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
     """Train, validate and test one configuration and record it in MLflow; returns the run's metrics."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from bnnbench import cost
 
     resolved = resolve(cfg)
@@ -147,14 +148,20 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method = build_method(resolved)
+    if cfg.compile:
+        import torch
+
+        method.model = torch.compile(method.model)
     size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
     costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing
 
     with tempfile.TemporaryDirectory(prefix="bnnbench-ckpt-") as checkpoint_dir:
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor="val/acc", mode="max", save_top_k=1,
                                      save_weights_only=True)
+        first_step = FirstStepTimer()
         trainer = pl.Trainer(max_epochs=resolved.epochs, accelerator=cfg.accelerator, devices=1,
-                             callbacks=[checkpoint, *(callbacks or [])], num_sanity_val_steps=0,
+                             precision=cfg.precision, callbacks=[checkpoint, first_step, *(callbacks or [])],
+                             num_sanity_val_steps=0,
                              enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
                              log_every_n_steps=1, logger=False, default_root_dir=checkpoint_dir)
         params = resolved.params()
@@ -184,7 +191,9 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
             wall = time.perf_counter() - started
             metrics["time/wall_s"] = wall
             metrics["time/epoch_s"] = wall / max(trainer.current_epoch, 1)
+            metrics["time/first_step_s"] = first_step.seconds  # includes compilation with --compile
             tracking.log_metrics(logger, {"time/wall_s": wall, "time/epoch_s": metrics["time/epoch_s"],
+                                          "time/first_step_s": first_step.seconds,
                                           "epochs_completed": trainer.current_epoch}, step=trainer.global_step)
             _log_artifacts(logger, resolved, method, datamodule)
         except (KeyboardInterrupt, SystemExit):
@@ -199,6 +208,20 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
             mirror.log_metrics({k: v for k, v in metrics.items() if k.startswith(("cost/", "time/", "val/acc_best"))})
         _finish(logger, mirror, "FINISHED")
     return RunResult(run_id=logger.run_id, status="FINISHED", metrics=metrics, experiment=experiment)
+
+
+class FirstStepTimer(pl.Callback):
+    """Seconds of the first training step: with `compile` it is mostly compilation, reported once."""
+
+    seconds = float("nan")
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 0:
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == 1 and self.seconds != self.seconds:
+            self.seconds = time.perf_counter() - self._started
 
 
 def _finish(logger, mirror, status: str, reason: str | None = None) -> None:

@@ -41,7 +41,8 @@ class Suite:
         return [RunConfig(method=m, dataset=d, arch=self.arch, mode=self.mode, epochs=self.epochs,
                           batch_size=self.batch_size, image_size=self.image_size, seed=s, data_dir=self.data_dir,
                           tracking_uri=tracking_uri, experiment=self.experiment,
-                          method_overrides=dict(self.overrides.get(m, {})), tags={"suite": self.name}, wandb=wandb)
+                          method_overrides=dict(self.overrides.get(m, {})), tags={"suite": self.name}, wandb=wandb,
+                          progress_bar=False)  # one line per run instead
                 for d in self.datasets for m in self.methods for s in self.seeds]
 
 
