@@ -186,6 +186,11 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def pointwise_convs(backbone: nn.Module) -> tuple[str, ...]:
+    """Names of the 1×1 convs (the downsampling shortcuts), which BNEW and Bop keep full precision."""
+    return tuple(name for name, m in backbone.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))
+
+
 def build(name: str, num_classes: int, in_channels: int, image_size: int, activation: str = "relu") -> nn.Module:
     """A full-precision backbone by name; an unknown name lists the valid ones."""
     if name not in ARCHS:

@@ -80,8 +80,13 @@ class BinaryMethod(pl.LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """Runs after every optimizer step (latent-weight clipping, α clamping, ...)."""
+        """Runs after every optimizer step. Default: clip latent weights to [−1, 1] when the config has
+        `clip_latent` on (BinaryConnect, BinaryNet, XNOR-Net), so a sign flip stays reachable."""
+        if getattr(self.config, "clip_latent", False):
+            for _, layer in self.binary_layers():
+                layer.weight.clamp_(-1.0, 1.0)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)

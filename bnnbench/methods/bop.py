@@ -47,6 +47,7 @@ from typing import Literal
 
 import torch
 
+from bnnbench.archs import pointwise_convs
 from bnnbench.config import MethodConfig
 from bnnbench.layers import binary_layers
 from bnnbench.methods.base import BinaryMethod
@@ -127,10 +128,7 @@ class BopMethod(BinaryMethod):
         return get_quantizer(self.config.activation_quantizer)
 
     def full_precision_layers(self, backbone):
-        if not self.config.fp_shortcuts:
-            return tuple(backbone.full_precision_layers)
-        return tuple(backbone.full_precision_layers) + tuple(
-            name for name, m in backbone.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+        return tuple(backbone.full_precision_layers) + (pointwise_convs(backbone) if self.config.fp_shortcuts else ())
 
     def build_model(self, arch, num_classes, in_channels, image_size):
         model = super().build_model(arch, num_classes, in_channels, image_size)

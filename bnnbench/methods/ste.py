@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from bnnbench.config import MethodConfig
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
@@ -42,12 +40,6 @@ class SteMethod(BinaryMethod):
 
     def make_weight_quantizer(self):
         return get_quantizer("ste" if self.config.backward == "identity" else "bnn")
-
-    @torch.no_grad()
-    def after_optimizer_step(self):
-        if self.config.clip_latent:
-            for _, layer in self.binary_layers():
-                layer.weight.clamp_(-1.0, 1.0)
 
 
 def search_space(trial) -> dict:

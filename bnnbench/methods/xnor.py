@@ -33,8 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from bnnbench.config import MethodConfig
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
@@ -60,12 +58,6 @@ class XnorMethod(BinaryMethod):
 
     def make_input_quantizer(self):
         return get_quantizer("bnn")
-
-    @torch.no_grad()
-    def after_optimizer_step(self):
-        if self.config.clip_latent:
-            for _, layer in self.binary_layers():
-                layer.weight.clamp_(-1.0, 1.0)
 
 
 def search_space(trial) -> dict:
