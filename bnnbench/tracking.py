@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import logging
 import os
 import platform
@@ -107,12 +106,6 @@ def finish_run(logger, status: str, reason: str | None = None) -> None:
     if reason:
         logger.experiment.set_tag(logger.run_id, "failure_reason", reason[:5000])
     logger.experiment.set_terminated(logger.run_id, status)
-
-
-def figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 # -- runs not driven by Lightning: the tuner's parent run, and tags on finished runs ---------------------
