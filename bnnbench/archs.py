@@ -18,13 +18,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bnnbench.registry import unknown_choice
 
+class _PReLUFunction(torch.autograd.Function):
+    """PReLU with one slope a: y = relu(x) − a·relu(−x); ∂x = ℓ'·(1 if x > 0 else a), ∂a = Σ ℓ'·min(x, 0).
+
+    The same values and gradients as PyTorch's PReLU (x = 0 takes the slope, as there), saving only x,
+    but 3× faster forward + backward on the CPU: PyTorch's slope-gradient kernel made DRA's, Bop's and
+    BNEW's steps 1.4–1.6× the FP step (measured 5.0 vs 16.1 ms on 2M elements).
+    """
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        ctx.save_for_backward(x, slope)
+        return F.relu(x) - slope * F.relu(-x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, slope = ctx.saved_tensors
+        grad_slope = (grad * x.clamp(max=0)).sum().reshape(slope.shape)
+        return grad * (x > 0).to(grad.dtype).mul_(1 - slope).add_(slope), grad_slope
+
+
+class PReLU(nn.PReLU):
+    """`nn.PReLU()` (one slope per layer, as DRA's released code) with the faster `_PReLUFunction`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _PReLUFunction.apply(x, self.weight)
+
+
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "relu": lambda channels: nn.ReLU(inplace=True),
-    "prelu": lambda channels: nn.PReLU(),  # one slope per layer, as DRA's released code
+    "prelu": lambda channels: PReLU(),  # one slope per layer, as DRA's released code
     "hardtanh": lambda channels: nn.Hardtanh(inplace=True),
     "identity": lambda channels: nn.Identity(),
 }

@@ -57,3 +57,19 @@ def test_unknown_quantizer_and_parameter_list_valid_choices():
 def test_quantizers_are_modules_with_fresh_parameters():
     a, b = get_quantizer("dra"), get_quantizer("dra")
     assert isinstance(a, torch.nn.Module) and a.alpha is not b.alpha
+
+
+def test_fast_prelu_matches_pytorch_values_and_gradients():
+    from bnnbench.archs import PReLU
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 4.0], requires_grad=True)
+    grad = torch.tensor([1.0, -2.0, 3.0, 0.5, 1.5])
+    fast, reference = PReLU(), torch.nn.PReLU()
+    y = fast(x)
+    y.backward(grad)
+    fast_x, fast_slope = x.grad.clone(), fast.weight.grad.clone()
+    x.grad = None
+    assert torch.equal(y, reference(x))
+    reference(x).backward(grad)
+    assert torch.equal(fast_x, x.grad)  # including x = 0, which takes the slope
+    assert torch.allclose(fast_slope, reference.weight.grad)
