@@ -11,6 +11,7 @@ import argparse
 import sys
 
 import bnnbench
+from bnnbench.config import MODES, PRECISIONS
 from bnnbench.errors import BadInput
 
 
@@ -45,7 +46,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="training method (see 'bnnbench list methods')")
     p.add_argument("--dataset", help="dataset (see 'bnnbench list datasets')")
     p.add_argument("--arch", help="backbone (see 'bnnbench list archs'); default: the dataset's")
-    p.add_argument("--mode", choices=["fair", "paper"], help="fair: shared recipe (default); paper: the paper's")
+    p.add_argument("--mode", choices=MODES, help="fair: shared recipe (default); paper: the paper's")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--image-size", type=_positive_int, help="input side in pixels")
@@ -69,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also mirror the run to Weights & Biases (WANDB_MODE=offline works without an account)")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the network; the first step's time (compilation) is logged")
-    p.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"],
-                   help="Lightning precision (default 32; bf16-mixed on GPUs)")
+    p.add_argument("--precision", choices=PRECISIONS, help="Lightning precision (default 32; bf16-mixed on GPUs)")
     p.add_argument("--from-study", metavar="NAME",
                    help="train the best configuration of this Optuna study ('bnnbench tune'); flags override it")
     p.add_argument("--storage", metavar="URL",
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=10, help="timed steps per method (after 2 warm-up)")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (compile time reported)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    p.add_argument("--precision", choices=PRECISIONS, default="32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON list")
     p.set_defaults(func=cmd_bench_step)

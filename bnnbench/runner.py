@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from bnnbench import tracking
 from bnnbench.config import RunConfig, apply_overrides
 from bnnbench.errors import BadInput
-from bnnbench.registry import DATASETS, METHODS
+from bnnbench.registry import DATASETS, METHODS, unknown_choice
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,6 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
     recipe = method_cls.paper_recipe if cfg.mode == "paper" else {}
     arch = cfg.arch or recipe.get("arch") or dataset_cls.default_arch
     if arch not in archs.ARCHS:
-        from bnnbench.registry import unknown_choice
-
         raise unknown_choice("architecture", arch, sorted(archs.ARCHS))
     method_config = apply_overrides(method_cls.default_config(cfg.mode), cfg.method_overrides,
                                     what=f"--set key for method '{cfg.method}'")
@@ -112,16 +110,17 @@ def config_yaml(resolved: ResolvedRun) -> str:
 
 
 def config_hash(resolved: ResolvedRun) -> str:
-    """A short digest of everything that defines the run except where the data lives.
+    """A short digest of the resolved configuration, without the seed and where the data lives.
 
-    Tagged on every run as `config_hash` (the seed included): the suite runner skips a combination
-    that already has a FINISHED run with the same digest, so an interrupted suite resumes.
+    Tagged on every run as `config_hash`, so the seeds of one configuration share it (in the MLflow UI
+    too); the suite runner skips a (config_hash, seed) that already has a FINISHED run.
     """
     import hashlib
     import json
 
     data = resolved_dict(resolved)
     data.pop("data_dir")
+    data.pop("seed")
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -198,15 +197,15 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
             _log_artifacts(logger, resolved, method, datamodule)
         except (KeyboardInterrupt, SystemExit):
             # Lightning turns Ctrl-C into SystemExit after its own (FAILED) finalize; we say KILLED.
-            _finish(logger, mirror, "KILLED", "interrupted by the user")
+            _finish(cfg.tracking_uri, logger, mirror, "KILLED", "interrupted by the user")
             raise KeyboardInterrupt from None
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            _finish(logger, mirror, "FAILED", reason)
+            _finish(cfg.tracking_uri, logger, mirror, "FAILED", reason)
             raise RunFailed(logger.run_id, reason) from error
         if mirror:
             mirror.log_metrics({k: v for k, v in metrics.items() if k.startswith(("cost/", "time/", "val/acc_best"))})
-        _finish(logger, mirror, "FINISHED")
+        _finish(cfg.tracking_uri, logger, mirror, "FINISHED")
     return RunResult(run_id=logger.run_id, status="FINISHED", metrics=metrics, experiment=experiment)
 
 
@@ -224,8 +223,8 @@ class FirstStepTimer(pl.Callback):
             self.seconds = time.perf_counter() - self._started
 
 
-def _finish(logger, mirror, status: str, reason: str | None = None) -> None:
-    tracking.finish_run(logger, status, reason)
+def _finish(uri: str | None, logger, mirror, status: str, reason: str | None = None) -> None:
+    tracking.end_run(uri, logger.run_id, status, reason)
     if mirror is not None:
         tracking.finish_wandb(mirror, status)
 

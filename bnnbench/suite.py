@@ -3,7 +3,7 @@
 A suite names its datasets, methods (`all` = every registered one), seeds, and the shared budget
 (mode, arch, epochs, batch size, image size), plus per-method config overrides. Each combination
 is resolved exactly as `bnnbench run` would resolve it, and skipped when its experiment already holds
-a FINISHED run with the same `config_hash` tag: an interrupted suite resumes where it stopped, and a
+a FINISHED run with the same `config_hash` tag and seed: an interrupted suite resumes where it stopped, and a
 failed run is retried. One failing run does not stop the suite.
 """
 
@@ -89,8 +89,8 @@ def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = Fal
     started = time.perf_counter()
     for index, (cfg, res) in enumerate(zip(configs, resolved, strict=True), start=1):
         label = f"[{index}/{len(configs)}] {cfg.method} on {cfg.dataset} ({res.arch}, {cfg.mode}) seed {cfg.seed}"
-        done = tracking.finished_runs_with_tag(tracking_uri, cfg.experiment or cfg.dataset, "config_hash",
-                                               runner.config_hash(res))
+        done = tracking.finished_run_ids(tracking_uri, cfg.experiment or cfg.dataset,
+                                         tags={"config_hash": runner.config_hash(res)}, params={"seed": str(cfg.seed)})
         if done:
             counts["skipped"] += 1
             echo(f"{label}: skipped, FINISHED run {done[0]} exists")

@@ -2,7 +2,7 @@
 
 Lightning's `MLFlowLogger` logs the per-epoch metrics. The runner, not Lightning, decides a run's
 final status: Lightning marks a run FINISHED when `fit` ends (before `test`) and FAILED on Ctrl-C,
-so the runner's `MLFlowLogger` subclass leaves the status alone and `finish_run` sets FINISHED only
+so the runner's `MLFlowLogger` subclass leaves the status alone and `end_run` sets FINISHED only
 for a completed run, FAILED (with the reason as tag `failure_reason`) or KILLED otherwise.
 MLflow 3 refuses the old `./mlruns` file store; the default here is MLflow's own default,
 `sqlite:///mlflow.db` in the working directory, unless `--tracking-uri` or `$MLFLOW_TRACKING_URI`.
@@ -101,13 +101,6 @@ def metric_history(logger, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in logger.experiment.get_metric_history(logger.run_id, key)]
 
 
-def finish_run(logger, status: str, reason: str | None = None) -> None:
-    """Set the final status: FINISHED, FAILED (with `failure_reason`) or KILLED."""
-    if reason:
-        logger.experiment.set_tag(logger.run_id, "failure_reason", reason[:5000])
-    logger.experiment.set_terminated(logger.run_id, status)
-
-
 # -- runs not driven by Lightning: the tuner's parent run, and tags on finished runs ---------------------
 RUN_NAME_TAG = "mlflow.runName"  # in RunConfig.tags, the runner uses it as the run's name
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under the run with this id
@@ -193,7 +186,7 @@ def set_tags(uri: str | None, run_id: str, tags: dict[str, str]) -> None:
 
 
 def end_run(uri: str | None, run_id: str, status: str, reason: str | None = None) -> None:
-    """`finish_run` for a run given by id: FINISHED, FAILED (with `failure_reason`) or KILLED."""
+    """Set a run's final status: FINISHED, FAILED (with the tag `failure_reason`) or KILLED."""
     if reason:
         set_tags(uri, run_id, {"failure_reason": reason[:5000]})
     _client(uri).set_terminated(run_id, status)
@@ -218,14 +211,15 @@ def finish_wandb(logger, status: str) -> None:
     logger.experiment.finish(exit_code=0 if status == "FINISHED" else 1)
 
 
-def finished_runs_with_tag(uri: str | None, experiment: str, key: str, value: str) -> list[str]:
-    """Ids of FINISHED runs in `experiment` tagged `key=value` (none if the experiment does not exist)."""
+def finished_run_ids(uri: str | None, experiment: str, tags: dict[str, str], params: dict[str, str]) -> list[str]:
+    """Ids of FINISHED runs in `experiment` with these tag and param values (none if no such experiment)."""
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
+    conditions = [f"tags.{k} = '{v}'" for k, v in tags.items()] + [f"params.{k} = '{v}'" for k, v in params.items()]
     runs = client.search_runs([found.experiment_id],
-                              filter_string=f"tags.{key} = '{value}' and attributes.status = 'FINISHED'")
+                              filter_string=" and ".join([*conditions, "attributes.status = 'FINISHED'"]))
     return [r.info.run_id for r in runs]
 
 

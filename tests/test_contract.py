@@ -39,6 +39,7 @@ def test_evaluation_uses_hard_binary_weights(method):
     (±1, or ±α), whatever the method trains on."""
     resolved = resolve(RunConfig(method=method, dataset="fake", arch="tiny", image_size=8))
     model = build_method(resolved).eval()
+    assert bool(model.binary_layers()) == (method != "fp")  # every method but the reference binarizes
     for name, layer in model.binary_layers():
         with torch.no_grad():
             w = layer.effective_weight()
@@ -48,9 +49,19 @@ def test_evaluation_uses_hard_binary_weights(method):
 
 
 @pytest.mark.parametrize("method", METHODS.names())
-def test_method_module_is_documented_and_tunable(method):
+def test_method_module_is_documented_and_its_search_space_fits_its_config(method):
+    """`bnnbench tune` would fail on a search space that names a field the config lacks or gives a value
+    of the wrong type; this draws one trial and applies it the way the tuner does."""
     import importlib
+
+    import optuna
+
+    from bnnbench.config import apply_overrides
 
     module = importlib.import_module(f"bnnbench.methods.{method}")
     assert module.__doc__ and len(module.__doc__.strip().splitlines()) >= 3
-    assert callable(getattr(module, "search_space", None))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    overrides = module.search_space(trial)
+    assert overrides and "lr" in overrides  # every method tunes its learning rate
+    config = apply_overrides(METHODS.get(method).default_config(), overrides)
+    assert config.lr == overrides["lr"]

@@ -35,6 +35,8 @@ def test_suite_runs_the_matrix_then_resumes_without_rerunning(tmp_path, tracking
     assert sorted((r.data.params["method"], r.data.params["seed"]) for r in recorded) == [
         ("dra", "0"), ("dra", "1"), ("fp", "0"), ("fp", "1")]
     assert all(r.info.status == "FINISHED" and r.data.tags["suite"] == "smoke" for r in recorded)
+    hashes = {(r.data.params["method"], r.data.tags["config_hash"]) for r in recorded}
+    assert len(hashes) == 2  # the config_hash tag is shared by the seeds of one configuration
     out = capsys.readouterr().out
     assert "[4/4] dra on fake (tiny, fair) seed 1: acc" in out
 

@@ -115,10 +115,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.seed = seed
         self.mode = mode
         self.splits: dict[str, Split] = {}
-        self.register_buffer_stats()
-
-    def register_buffer_stats(self) -> None:
-        self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)  # broadcast over (N, C, H, W) batches
         self._std = torch.tensor(self.std).view(1, -1, 1, 1)
 
     # -- what a subclass provides -------------------------------------------------------------------

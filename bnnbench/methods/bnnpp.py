@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 from bnnbench.config import MethodConfig
 from bnnbench.errors import BadInput
-from bnnbench.methods.base import BinaryMethod
-from bnnbench.methods.pc import linear_mu
+from bnnbench.methods.pc import PcMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
 
@@ -51,18 +50,13 @@ class BnnppConfig(MethodConfig):
 
 
 @METHODS.register("bnnpp")
-class BnnppMethod(BinaryMethod):
+class BnnppMethod(PcMethod):
+    """ProxConnect's linear μ schedule (inherited) with SignSwish as forward and backward quantizer."""
+
     Config = BnnppConfig
-    soft_weights = True
 
     def make_weight_quantizer(self):
         return get_quantizer("bnnpp", mu=self.config.mu_start)
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        mu = linear_mu(self.current_epoch, self.epochs, self.config.mu_start, self.config.mu_end)
-        self.set_quantizer_param("mu", mu)
-        self.log("train/mu", mu)
 
 
 def search_space(trial) -> dict:
