@@ -24,6 +24,7 @@ from torch import nn
 
 from bnnbench.registry import unknown_choice
 
+
 class _PReLUFunction(torch.autograd.Function):
     """PReLU with one slope a: y = relu(x) − a·relu(−x); ∂x = ℓ'·(1 if x > 0 else a), ∂a = Σ ℓ'·min(x, 0).
 
