@@ -57,7 +57,10 @@ def _accuracy(value) -> bool:
 
 
 def config_hash(config: dict[str, str], epochs: str, batch_size: str, image_size: str) -> str:
-    """8 hex digits naming one resolved configuration: the method config plus the budget, not the seed."""
+    """8 hex digits naming one resolved configuration: the method config plus the budget, not the seed.
+
+    Computed from the recorded params rather than read from the runner's `config_hash` tag (a different
+    digest of the same idea), so runs recorded without that tag group correctly too."""
     data = {"config": config, "epochs": epochs, "batch_size": batch_size, "image_size": image_size}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
