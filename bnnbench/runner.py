@@ -150,6 +150,10 @@ def run(cfg: RunConfig, callbacks: list | None = None) -> RunResult:
     if cfg.compile:
         import torch
 
+        # Dynamo caches compiled graphs per forward *code*, shared by every network of that class, and
+        # falls back to eager, with only a log warning, after 8 of them: in a suite or a tuning study
+        # run in one process the later runs would silently train uncompiled. Each run starts afresh.
+        torch._dynamo.reset()
         method.model = torch.compile(method.model)
     size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
     costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing

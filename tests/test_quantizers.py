@@ -59,12 +59,13 @@ def test_quantizers_are_modules_with_fresh_parameters():
     assert isinstance(a, torch.nn.Module) and a.alpha is not b.alpha
 
 
-def test_fast_prelu_matches_pytorch_values_and_gradients():
+@pytest.mark.parametrize("slope", [0.25, 0.7, -0.3])
+def test_fast_prelu_matches_pytorch_values_and_gradients(slope):
     from bnnbench.archs import PReLU
 
     x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 4.0], requires_grad=True)
     grad = torch.tensor([1.0, -2.0, 3.0, 0.5, 1.5])
-    fast, reference = PReLU(), torch.nn.PReLU()
+    fast, reference = PReLU(init=slope), torch.nn.PReLU(init=slope)
     y = fast(x)
     y.backward(grad)
     fast_x, fast_slope = x.grad.clone(), fast.weight.grad.clone()
@@ -73,3 +74,25 @@ def test_fast_prelu_matches_pytorch_values_and_gradients():
     reference(x).backward(grad)
     assert torch.equal(fast_x, x.grad)  # including x = 0, which takes the slope
     assert torch.allclose(fast_slope, reference.weight.grad)
+
+
+def test_sign_of_negative_zero_is_plus_one_eager_and_compiled():
+    """Inductor folds x + 0.0 into x, so the eager trick alone would send −0.0 to −1 under --compile."""
+    from bnnbench.quantizers import sign
+
+    x = torch.tensor([-0.0, 0.0, -1e-30, 2.0, -3.0])
+    expected = [1.0, 1.0, -1.0, 1.0, -1.0]
+    assert sign(x).tolist() == expected
+    assert torch.compile(sign, fullgraph=True)(x).tolist() == expected
+
+
+def test_compiled_quantizers_match_eager_values_and_gradients():
+    """`bnnbench run --compile` trains with the same forward and surrogate gradient as eager."""
+    theta = torch.tensor([-2.0, -1.0, -0.3, -0.0, 0.0, 0.4, 1.0, 1.5])
+    grad = torch.linspace(-2.0, 3.0, theta.numel())
+    for name in ("bnn", "approx_sign"):
+        quantizer = get_quantizer(name)
+        eager_w, eager_g = forward_backward(quantizer, theta, grad)
+        compiled_w, compiled_g = forward_backward(torch.compile(quantizer, fullgraph=True), theta, grad)
+        assert torch.equal(compiled_w, eager_w), name
+        assert torch.equal(compiled_g, eager_g), name
