@@ -164,3 +164,17 @@ def test_bnn_learns_digits(tracking_uri):
     BNs and classifier learn around random binary layers) 0.37."""
     result = run(RunConfig(method="bnn", dataset="digits", epochs=8, tracking_uri=tracking_uri, progress_bar=False))
     assert result.metrics["test/acc"] > 0.75
+
+
+@pytest.mark.parametrize("name", ["bop", "bnew"])
+def test_fp_shortcuts_keep_the_1x1_shortcut_convs_full_precision(name):
+    """Paper mode (the BNEW comparison's network) keeps the downsampling 1×1 convs real; fair mode binarizes them."""
+    def shortcut_convs(method):
+        return [type(m).__name__ for n, m in method.model.named_modules()
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+
+    resolved = resolve(RunConfig(method=name, dataset="fake", arch="resnet20", image_size=8, epochs=2))
+    assert shortcut_convs(build_method(resolved)) == ["BinaryConv2d", "BinaryConv2d"]
+    resolved = resolve(RunConfig(method=name, dataset="fake", arch="resnet20", image_size=8, epochs=2,
+                                 method_overrides={"fp_shortcuts": True}))
+    assert shortcut_convs(build_method(resolved)) == ["Conv2d", "Conv2d"]

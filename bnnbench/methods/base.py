@@ -75,7 +75,10 @@ class BinaryMethod(pl.LightningModule):
         return None
 
     def full_precision_layers(self, backbone: nn.Module) -> tuple[str, ...]:
-        return tuple(backbone.full_precision_layers)
+        """The backbone's first conv and classifier, plus its 1×1 shortcut convs when the config has
+        `fp_shortcuts` on (BNEW's and Bop's paper setting)."""
+        shortcuts = archs.pointwise_convs(backbone) if getattr(self.config, "fp_shortcuts", False) else ()
+        return tuple(backbone.full_precision_layers) + shortcuts
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]

@@ -60,7 +60,6 @@ from typing import Literal
 
 import torch
 
-from bnnbench.archs import pointwise_convs
 from bnnbench.config import MethodConfig
 from bnnbench.errors import BadInput
 from bnnbench.methods.base import BinaryMethod
@@ -118,9 +117,6 @@ class BnewMethod(BinaryMethod):
 
     def make_input_quantizer(self):
         return get_quantizer(self.config.activation_quantizer)
-
-    def full_precision_layers(self, backbone):
-        return tuple(backbone.full_precision_layers) + (pointwise_convs(backbone) if self.config.fp_shortcuts else ())
 
     def binary_weights(self) -> list[torch.nn.Parameter]:
         return [layer.weight for _, layer in self.binary_layers()]

@@ -47,7 +47,6 @@ from typing import Literal
 
 import torch
 
-from bnnbench.archs import pointwise_convs
 from bnnbench.config import MethodConfig
 from bnnbench.layers import binary_layers
 from bnnbench.methods.base import BinaryMethod
@@ -126,9 +125,6 @@ class BopMethod(BinaryMethod):
 
     def make_input_quantizer(self):
         return get_quantizer(self.config.activation_quantizer)
-
-    def full_precision_layers(self, backbone):
-        return tuple(backbone.full_precision_layers) + (pointwise_convs(backbone) if self.config.fp_shortcuts else ())
 
     def build_model(self, arch, num_classes, in_channels, image_size):
         model = super().build_model(arch, num_classes, in_channels, image_size)
