@@ -12,7 +12,7 @@ import sys
 
 import bnnbench
 from bnnbench.config import MODES, PRECISIONS
-from bnnbench.errors import BadInput
+from bnnbench.errors import BadInput, Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the best configuration of this Optuna study ('bnnbench tune'); flags override it")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of --from-study (default: optuna.db beside the MLflow SQLite database)")
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="continue an interrupted (KILLED, or RUNNING with its process gone) run into the same MLflow "
+                        "run, from its last checkpoint")
+    p.add_argument("--checkpoint-dir", help="where checkpoints go, one folder per run "
+                                            "(default: checkpoints/ beside a SQLite store, else ./checkpoints)")
+    p.add_argument("--run-name", help="MLflow run name (default METHOD-DATASET-ARCH-MODE-sSEED)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser("tune", help="search a method's hyperparameters with Optuna; each trial is a run")
@@ -139,37 +146,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace):
-    """RunConfig from a recipe (if any) overridden by the flags that were given."""
-    from bnnbench.config import RUN_KEYS, RunConfig, load_recipe, parse_assignments
+    """RunConfig from a recipe or a study (if any), overridden by the flags that were given."""
+    from bnnbench.config import RunConfig, config_fields, load_recipe, parse_assignments
+    from bnnbench.config import run_config as merge
     from bnnbench.registry import DATASETS, METHODS
 
-    values = load_recipe(args.recipe) if args.recipe else {}
+    recipe = load_recipe(args.recipe) if args.recipe else {}
     if getattr(args, "from_study", None):
-        values = _study_recipe(args)
+        recipe = _study_recipe(args)
     elif getattr(args, "storage", None) and hasattr(args, "from_study"):
         raise BadInput("--storage on 'run' names the storage of --from-study; give --from-study NAME too")
-    overrides = dict(values.pop("set", None) or {})
-    overrides.update(parse_assignments(args.overrides))
-    for key in RUN_KEYS:
-        flag = getattr(args, key, None)
-        if flag is not None:
-            values[key] = flag
-    for key in ("method", "dataset"):
-        if not values.get(key):
-            raise BadInput(f"--{key} is required (or a recipe that names it)")
-    METHODS.check(values["method"])
-    DATASETS.check(values["dataset"])
-    return RunConfig(**values, method_overrides=overrides)
+    flags = {key: getattr(args, key) for key in config_fields(RunConfig) if getattr(args, key, None) is not None}
+    if getattr(args, "no_progress", False):
+        flags["progress_bar"] = False
+    cfg = merge(recipe, flags, parse_assignments(args.overrides))
+    METHODS.check(cfg.method)
+    DATASETS.check(cfg.dataset)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = run_config(args)
+    if args.resume:
+        given = [flag for flag in ("method", "dataset", "arch", "mode", "epochs", "batch_size", "image_size", "seed",
+                                   "recipe", "from_study", "data_dir", "experiment", "precision", "compile")
+                 if getattr(args, flag, None)] + (["set"] if args.overrides else [])
+        if given:
+            raise BadInput(f"--resume continues a recorded run as it was; leave out --{given[0].replace('_', '-')}")
+        from bnnbench.runner import resume_config
+
+        where = {k: getattr(args, k) for k in ("checkpoint_dir", "wandb") if getattr(args, k, None) is not None}
+        cfg = resume_config(args.resume, args.tracking_uri, progress_bar=not args.no_progress, **where)
+    else:
+        cfg = run_config(args)
     from bnnbench.runner import RunFailed, run
     from bnnbench.tracking import tracking_uri
 
     _quiet_libraries()
     try:
-        result = run(cfg)
+        result = run(cfg, resume=args.resume)
     except RunFailed as failure:
         print(f"bnnbench: {failure}", file=sys.stderr)
         return 1
@@ -254,8 +268,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     counts = run_suite(suite, tracking_uri=args.tracking_uri, dry_run=args.dry_run, wandb=args.wandb,
                        echo=lambda line: print(line, flush=True))
     verb = "would run" if args.dry_run else "ran"
-    print(f"suite '{suite.name}': {verb} {counts['ran']}, skipped {counts['skipped']} (already FINISHED), "
-          f"failed {counts['failed']}")
+    print(f"suite '{suite.name}': {verb} {counts['ran']}, resumed {counts['resumed']}, skipped {counts['skipped']} "
+          f"(already FINISHED or running), failed {counts['failed']}")
     return 1 if counts["failed"] else 0
 
 
@@ -349,5 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bnnbench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bnnbench: interrupted (a started run is marked KILLED in MLflow)", file=sys.stderr)
+        print("bnnbench: interrupted (a started run is marked KILLED in MLflow; --resume RUN_ID continues it)",
+              file=sys.stderr)
         return 130
+    except Terminated:
+        print("bnnbench: terminated (SIGTERM); a started run is marked KILLED in MLflow (--resume RUN_ID "
+              "continues it)", file=sys.stderr)
+        return 143

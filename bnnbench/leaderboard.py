@@ -3,13 +3,19 @@
 Three steps, each testable alone:
 
 - `rows_from_runs(runs)`: FINISHED MLflow runs (plain dicts from `tracking.finished_runs`) become one
-  row per run with provenance. A run without a finite accuracy, without provenance tags, or that is an
-  Optuna trial or a tuner's parent run is skipped and counted (trials are one seed of an ever-changing
-  configuration; train the chosen one over seeds with `bnnbench run --from-study`).
+  row per run with provenance and its two identities (`bnnbench.identity`): `config_id`, digested from
+  the recorded params exactly as the runner digests them (so runs recorded before the tag existed
+  group correctly too), and `code_id`, the tag of the code that trained it. A run without a finite
+  accuracy, without provenance tags, or that is an Optuna trial or a tuner's parent run is skipped and
+  counted (trials are one seed of an ever-changing configuration; train the chosen one over seeds with
+  `bnnbench run --from-study`).
 - `merge(existing, new)`: rows join the committed `results.csv` by run id; nothing there is dropped
-  because a local store lacks it.
+  because a local store lacks it, and a run of a (configuration, code, seed) already there is not added
+  again (a rerun of an unchanged suite cannot inflate n).
 - `render(results, published)`: a pure function from the two tables to the Markdown text and the PNG
-  bytes of one accuracy-vs-OPs plot per dataset. `check` re-renders in memory and compares the text only.
+  bytes of one accuracy-vs-OPs plot per dataset. Per configuration it shows the runs of the newest code
+  identity, one per distinct seed (n = distinct seeds), and says how many older-code or duplicate runs
+  it left out. `check` re-renders in memory and compares the text only.
 
 Every cell of `results.csv` is kept as the string it was written as, so re-exporting never rewrites
 old rows. Accuracies are fractions there and percentages on the page.
@@ -18,7 +24,6 @@ old rows. Accuracies are fractions there and percentages on the page.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 import json
 import math
@@ -29,6 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from bnnbench.errors import BadInput
+from bnnbench.identity import config_id
+from bnnbench.tracking import CODE_ID_TAG
 
 RUN_KEYS = ("method", "dataset", "arch", "mode", "seed", "epochs", "batch_size", "image_size")
 METRICS = ("test/acc", "val/acc_best", "cost/ops", "cost/fp_macs", "cost/bwn_macs", "cost/bops", "cost/params_binary",
@@ -36,8 +43,9 @@ METRICS = ("test/acc", "val/acc_best", "cost/ops", "cost/fp_macs", "cost/bwn_mac
 PROVENANCE = ("git_commit", "git_dirty", "version.bnnbench", "version.torch", "version.lightning", "version.mlflow",
               "version.python", "device")
 REQUIRED_TAGS = ("git_commit", "git_dirty", "device", "version.bnnbench")
-COLUMNS = ("run_id", "experiment", "run_name", "start_time", "dataset", "arch", "mode", "method", "config_hash",
-           "seed", "epochs", "batch_size", "image_size", "acc", "acc_metric", *METRICS, *PROVENANCE, "config")
+COLUMNS = ("run_id", "experiment", "run_name", "start_time", "dataset", "arch", "mode", "method", "config_id",
+           "code_id", "seed", "epochs", "batch_size", "image_size", "acc", "acc_metric", *METRICS, *PROVENANCE,
+           "config")
 PUBLISHED_COLUMNS = ("source", "dataset", "arch", "method", "label", "metric", "value", "std", "n", "epochs", "match",
                      "setting")
 METRIC_NAMES = {"test/acc": "test accuracy", "val/acc_best": "best validation accuracy"}
@@ -56,13 +64,9 @@ def _accuracy(value) -> bool:
     return value is not None and math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0
 
 
-def config_hash(config: dict[str, str], epochs: str, batch_size: str, image_size: str) -> str:
-    """8 hex digits naming one resolved configuration: the method config plus the budget, not the seed.
-
-    Computed from the recorded params rather than read from the runner's `config_hash` tag (a different
-    digest of the same idea), so runs recorded without that tag group correctly too."""
-    data = {"config": config, "epochs": epochs, "batch_size": batch_size, "image_size": image_size}
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+def row_config_id(row) -> str:
+    """The configuration identity of a `results.csv` row: its `config` params plus its run keys."""
+    return config_id({**json.loads(row["config"] or "{}"), **{k: row[k] for k in RUN_KEYS}})
 
 
 def rows_from_runs(runs: list[dict]) -> tuple[pd.DataFrame, Counter]:
@@ -90,7 +94,7 @@ def rows_from_runs(runs: list[dict]) -> tuple[pd.DataFrame, Counter]:
             row.update(run_id=run["run_id"], experiment=run["experiment"], run_name=run["run_name"],
                        start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ"), acc=_cell(test if test is not None else val),
                        acc_metric="test/acc" if test is not None else "val/acc_best",
-                       config_hash=config_hash(config, params["epochs"], params["batch_size"], params["image_size"]),
+                       config_id=config_id(params), code_id=tags.get(CODE_ID_TAG, ""),
                        config=json.dumps(config, sort_keys=True))
             rows.append(row)
     return _ordered(pd.DataFrame(rows, columns=list(COLUMNS), dtype=str)), skipped
@@ -101,23 +105,38 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     extra = sorted(c for c in frame.columns if c not in COLUMNS)  # columns a later version wrote: kept
     frame = frame.reindex(columns=[*COLUMNS, *extra], fill_value="")
     keys = frame.assign(_seed=pd.to_numeric(frame["seed"], errors="coerce"))
-    order = keys.sort_values(["dataset", "method", "arch", "mode", "config_hash", "_seed", "run_id"], kind="stable")
+    order = keys.sort_values(["dataset", "method", "arch", "mode", "config_id", "_seed", "start_time", "run_id"],
+                             kind="stable")
     return frame.loc[order.index].reset_index(drop=True)
 
 
+def _identity(frame: pd.DataFrame) -> pd.Series:
+    """(configuration, code, seed) per row: two rows with the same are the same result trained twice."""
+    return frame["config_id"] + "|" + frame["code_id"] + "|" + frame["seed"]
+
+
 def merge(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Union by run id: a run in both takes the store's values where it has them; no row is dropped."""
+    """Union by run id (a run in both takes the store's values where it has them; no row is dropped);
+    a new run whose (configuration, code, seed) a row already holds is not added."""
     existing, new = existing.fillna("").astype(str), new.fillna("").astype(str)
+    new = new.sort_values(["start_time", "run_id"])  # of one (configuration, code, seed), the first run counts
+    fresh = ~new["run_id"].isin(existing["run_id"])
+    new = new[~(fresh & (_identity(new).isin(set(_identity(existing))) | _identity(new).duplicated()))]
     both = pd.concat([existing, new], ignore_index=True).fillna("")
     merged = both.groupby("run_id", sort=False).agg(lambda values: next((v for v in reversed(list(values)) if v), ""))
     return _ordered(merged.reset_index())
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
+    """`results.csv`; rows written before the identities existed get their `config_id` from their params
+    and an empty `code_id` (older than any known code)."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS), dtype=str)
-    return _ordered(pd.read_csv(path, dtype=str, keep_default_na=False))
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["config_hash"], errors="ignore")
+    frame = frame.reindex(columns=[*COLUMNS, *[c for c in frame.columns if c not in COLUMNS]], fill_value="")
+    frame["config_id"] = [row_config_id(row) for _, row in frame.iterrows()]
+    return _ordered(frame)
 
 
 def write_results(frame: pd.DataFrame, path: str | Path) -> None:
@@ -184,11 +203,25 @@ def _fixed(value: float, spec: str) -> str:
     return format(value, spec) if math.isfinite(value) else "—"
 
 
-def _groups(runs: pd.DataFrame) -> list[dict]:
-    """Seeds of one (dataset, arch, mode, method, config, metric), sorted by mean accuracy."""
-    groups = []
-    keys = ["arch", "mode", "method", "config_hash", "acc_metric"]
-    for key, frame in runs.groupby(keys, sort=True):
+def newest_code(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """The runs of one configuration that count: those of its newest code identity (the one whose latest
+    run started last), one per distinct seed (the first run of a seed). Also returns how many runs of
+    older code and how many repeated seeds were left out."""
+    latest = frame.groupby("code_id")["start_time"].max()
+    newest = latest.sort_values(kind="stable").index[-1]
+    current = frame[frame["code_id"] == newest].sort_values(["start_time", "run_id"])
+    kept = current.drop_duplicates(subset="seed")
+    return kept, len(frame) - len(current), len(current) - len(kept)
+
+
+def _groups(runs: pd.DataFrame) -> tuple[list[dict], int, int]:
+    """Seeds of one (dataset, arch, mode, method, configuration, metric), sorted by mean accuracy, and the
+    numbers of older-code and duplicate runs left out."""
+    groups, older, repeated = [], 0, 0
+    keys = ["arch", "mode", "method", "config_id", "acc_metric"]
+    for key, all_runs in runs.groupby(keys, sort=True):
+        frame, older_here, repeated_here = newest_code(all_runs)
+        older, repeated = older + older_here, repeated + repeated_here
         accs = [100 * _num(v) for v in frame["acc"]]
         mean_of = {c: frame[c].map(_num).mean() for c in ("cost/ops", "cost/params_binary", "cost/params_real",
                                                           "cost/size_kib", "time/epoch_s")}
@@ -198,7 +231,8 @@ def _groups(runs: pd.DataFrame) -> list[dict]:
                        "config": json.loads(frame["config"].iloc[0] or "{}"),
                        "run": {k: frame[k].iloc[0] for k in ("epochs", "batch_size", "image_size")},
                        "commits": commits, "dirty": (frame["git_dirty"] != "false").any(), **mean_of})
-    return sorted(groups, key=lambda g: (-g["mean"], g["method"], g["arch"], g["mode"], g["config_hash"]))
+    ordered = sorted(groups, key=lambda g: (-g["mean"], g["method"], g["arch"], g["mode"], g["config_id"]))
+    return ordered, older, repeated
 
 
 def _label_configs(groups: list[dict]) -> None:
@@ -209,7 +243,7 @@ def _label_configs(groups: list[dict]) -> None:
         settings = [{**g["config"], **g["run"]} for g in same]
         varying = sorted({k for s in settings for k in s if any(t.get(k) != settings[0].get(k) for t in settings)})
         mine = {**group["config"], **group["run"]}
-        group["label"] = " ".join([f"`{group['config_hash']}`"] + [f"{k}={mine.get(k, '')}" for k in varying])
+        group["label"] = " ".join([f"`{group['config_id'][:8]}`"] + [f"{k}={mine.get(k, '')}" for k in varying])
 
 
 def _match(group: dict, published: pd.DataFrame, dataset: str) -> tuple[int, pd.Series] | None:
@@ -311,7 +345,7 @@ def _plot(dataset: str, groups: list[dict]) -> bytes | None:
                     color="tab:red" if on_front else "tab:gray", zorder=3 if on_front else 2)
         label = g["method"] + ("" if g["mode"] == "fair" else f" ({g['mode']})")
         if sum((h["method"], h["mode"]) == (g["method"], g["mode"]) for h in points) > 1:
-            label += f" {g['config_hash'][:4]}"
+            label += f" {g['config_id'][:4]}"
         ax.annotate(label, (g["cost/ops"], g["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     edge = sorted((g["cost/ops"], g["mean"]) for g, on in zip(points, front, strict=True) if on)
     ax.step([c for c, _ in edge], [a for _, a in edge], where="post", color="tab:red", alpha=0.6,
@@ -334,13 +368,16 @@ Only MLflow runs that ended **FINISHED** with a finite accuracy and their proven
 dirty flag, seed, library versions, device: all in `results.csv`) appear here. Failed, killed and
 still-running runs, and Optuna trials, never do. Regenerate with
 `bnnbench leaderboard --tracking-uri URI`: it reads every experiment of the store, merges its runs into
-`results.csv` by run id (rows already there are never dropped), and rewrites this page and the plots;
+`results.csv` by run id (rows already there are never dropped; a run repeating a configuration, code
+and seed already there is not added), and rewrites this page and the plots;
 `bnnbench leaderboard --check` fails when this page is stale.
 
 How to read a table: one row per group of runs with the same architecture, mode, method and resolved
-configuration (`config`: a hash of the method config, epochs, batch size and image size, followed by
-the settings that differ between configs of one method); accuracy is the mean ± sample standard
-deviation over the group's n seeds, n in parentheses, sorted best first. **best** is the group with the
+configuration (`config`: the first digits of its configuration identity, a digest of everything that
+is trained but the seed, followed by the settings that differ between configs of one method). Of each
+configuration only the runs of the newest code identity (the training code and the torch and Lightning
+versions) count, one per distinct seed; accuracy is their mean ± sample standard deviation, n (the
+number of distinct seeds) in parentheses, sorted best first. **best** is the group with the
 highest mean among those of its mode (fair or paper) and accuracy metric; ≈ marks a group not
 significantly different from that best (Welch's t-test, p ≥ 0.05; the p-value is shown). OPs are
 FP MACs + binary-weight MACs + BOPs/64 per image at the run's input size (the Bi-Real/ReActNet
@@ -367,8 +404,11 @@ def render(results: pd.DataFrame, published: pd.DataFrame, plots: bool = True) -
             metric = ", ".join(f"`{m}` ({METRIC_NAMES[m]})" for m in sorted(set(runs["acc_metric"])))
             lines += [f"{len(runs)} runs; accuracy metric: {metric}. `val/acc_best` is used only where the "
                       "dataset (in that mode) has no test split.", ""]
-            groups = _groups(runs)
+            groups, older, repeated = _groups(runs)
             _label_configs(groups)
+            if older or repeated:
+                lines += [f"Per configuration only the runs of its newest code identity count, one per seed: "
+                          f"{older} runs of older code and {repeated} repeated seeds are left out.", ""]
             if any(math.isfinite(g["cost/ops"]) and g["cost/ops"] > 0 for g in groups):
                 lines += [f"![{dataset}: accuracy vs OPs, Pareto front highlighted]({dataset}.png)", ""]
                 if plots:

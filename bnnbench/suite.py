@@ -1,10 +1,16 @@
 """Benchmark suites: a YAML matrix of methods × datasets × seeds, run through `runner.run`.
 
 A suite names its datasets, methods (`all` = every registered one), seeds, and the shared budget
-(mode, arch, epochs, batch size, image size), plus per-method config overrides. Each combination
-is resolved exactly as `bnnbench run` would resolve it, and skipped when its experiment already holds
-a FINISHED run with the same `config_hash` tag and seed: an interrupted suite resumes where it stopped, and a
-failed run is retried. One failing run does not stop the suite.
+(mode, arch, epochs, batch size, image size), plus per-method config overrides. Each cell is resolved
+exactly as `bnnbench run` would resolve it, and every cell's names, values and data are checked before
+the first one trains. A cell is identified by its configuration, the code that would train it and its
+seed (`bnnbench.identity`):
+
+- a FINISHED run with all three is kept (the cell is skipped); after a change of the training code or
+  of torch/Lightning, no old run matches and the cell trains again;
+- an interrupted run (KILLED, or RUNNING with its process gone) is resumed from its checkpoint into the
+  same MLflow run; one RUNNING with a live owner is left to that owner;
+- otherwise (nothing yet, or only FAILED runs) a new run trains. One failing run does not stop the suite.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnnbench.config import RunConfig
+from bnnbench.config import RunConfig, Seed, _yaml_mapping, convert
 from bnnbench.errors import BadInput
 from bnnbench.registry import DATASETS, METHODS, unknown_choice
 
@@ -47,14 +53,8 @@ class Suite:
 
 
 def load_suite(path: str | Path) -> Suite:
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"suite file '{path}' does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise BadInput(f"suite '{path}' must be a mapping of keys to values")
+    data = _yaml_mapping(path, "suite")
     for key in data:
         if key not in SUITE_KEYS:
             raise unknown_choice(f"suite key in '{path}'", key, list(SUITE_KEYS))
@@ -67,8 +67,13 @@ def load_suite(path: str | Path) -> Suite:
     for method in overrides:
         if method not in methods:
             raise unknown_choice(f"method in the overrides of '{path}'", method, methods)
+    seeds = []
+    for seed in _as_list(data.get("seeds", [0])):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise BadInput(f"suite '{path}': seed {seed!r} is not an integer; give seeds: [0, 1, 2]")
+        seeds.append(convert("seeds", seed, Seed))
     return Suite(name=data.get("name", path.stem), datasets=tuple(datasets), methods=tuple(methods),
-                 seeds=tuple(int(s) for s in _as_list(data.get("seeds", [0]))),
+                 seeds=tuple(seeds),
                  **{k: data[k] for k in ("mode", "arch", "epochs", "batch_size", "image_size", "data_dir",
                                          "experiment") if data.get(k) is not None},
                  overrides=overrides)
@@ -78,34 +83,76 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def cell_state(tracking_uri: str | None, resolved) -> tuple[str, str | None]:
+    """What to do with one cell: ("done" | "running" | "resume" | "new", the run id it concerns)."""
+    from bnnbench import tracking
+    from bnnbench.identity import code_id
+
+    runs = [run for run in tracking.runs_with(tracking_uri, resolved.experiment,
+                                              {tracking.CONFIG_ID_TAG: resolved.config_id,
+                                               tracking.CODE_ID_TAG: code_id()}, resolved.seed)
+            if "tuning.role" not in run["tags"]]  # a tuning trial is no cell of a suite
+    finished = [run for run in runs if run["status"] == "FINISHED"]
+    if finished:
+        return "done", finished[0]["run_id"]
+    alive = [run for run in runs if run["status"] == "RUNNING" and tracking.owner_gone(run["tags"]) is None]
+    if alive:
+        return "running", alive[0]["run_id"]
+    interrupted = [run for run in runs if run["status"] in ("KILLED", "RUNNING")]  # RUNNING: its owner is gone
+    return ("resume", interrupted[0]["run_id"]) if interrupted else ("new", None)
+
+
+def check_data(resolved: list) -> None:
+    """Every distinct dataset of the suite is found and loads, before any cell trains."""
+    from bnnbench.runner import build_datamodule
+
+    seen = set()
+    for res in resolved:
+        key = (res.dataset, res.data_dir, res.mode, res.image_size)
+        if key not in seen:
+            seen.add(key)
+            datamodule = build_datamodule(res)
+            datamodule.prepare_data()
+            datamodule.setup("fit")
+
+
 def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = False, wandb: bool = False,
               echo=print) -> dict[str, int]:
-    """Run every combination not yet FINISHED; returns counts of ran / skipped / failed runs."""
+    """Run every cell not yet FINISHED; returns counts of ran / resumed / skipped / failed cells."""
     from bnnbench import runner, tracking
+    from bnnbench.config import resolve
 
     configs = suite.configs(tracking_uri, wandb)
-    resolved = [runner.resolve(cfg) for cfg in configs]  # every bad name or key is found before any run
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
+    resolved = [resolve(cfg) for cfg in configs]  # every bad name, key or value is found before any run
+    tracking.check_store(tracking_uri)
+    if wandb:
+        tracking.check_mirror()
+    check_data(resolved)
+    counts = {"ran": 0, "resumed": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
     for index, (cfg, res) in enumerate(zip(configs, resolved, strict=True), start=1):
         label = f"[{index}/{len(configs)}] {cfg.method} on {cfg.dataset} ({res.arch}, {cfg.mode}) seed {cfg.seed}"
-        done = tracking.finished_run_ids(tracking_uri, cfg.experiment or cfg.dataset,
-                                         tags={"config_hash": runner.config_hash(res)}, params={"seed": str(cfg.seed)})
-        if done:
+        state, run_id = cell_state(tracking_uri, res) if tracking.store_exists(tracking_uri) else ("new", None)
+        if state in ("done", "running"):
             counts["skipped"] += 1
-            echo(f"{label}: skipped, FINISHED run {done[0]} exists")
+            echo(f"{label}: skipped, {'FINISHED' if state == 'done' else 'RUNNING (owner alive)'} run {run_id}")
             continue
         if dry_run:
             counts["ran"] += 1
-            echo(f"{label}: would run {res.epochs} epochs")
+            echo(f"{label}: would {'resume run ' + run_id if run_id else 'run'} {res.epochs} epochs")
             continue
         try:
-            result = runner.run(cfg)
+            if run_id:
+                echo(f"{label}: resuming interrupted run {run_id}")
+                result = runner.run(runner.resume_config(run_id, tracking_uri, progress_bar=False, wandb=wandb),
+                                    resume=run_id)
+            else:
+                result = runner.run(cfg)
         except runner.RunFailed as failure:
             counts["failed"] += 1
             echo(f"{label}: {failure}")
             continue
-        counts["ran"] += 1
+        counts["resumed" if run_id else "ran"] += 1
         accuracy = result.metrics.get("test/acc", result.metrics["val/acc_best"])
         echo(f"{label}: acc {accuracy:.4f} in {result.metrics['time/wall_s']:.1f} s "
              f"(suite {time.perf_counter() - started:.0f} s)")

@@ -1,11 +1,25 @@
-"""The only module that talks to MLflow: the run's logger, params, tags, artifacts and final status.
+"""The only module that talks to MLflow (and W&B): stores, experiments, the recorded run and its status.
 
-Lightning's `MLFlowLogger` logs the per-epoch metrics. The runner, not Lightning, decides a run's
-final status: Lightning marks a run FINISHED when `fit` ends (before `test`) and FAILED on Ctrl-C,
-so the runner's `MLFlowLogger` subclass leaves the status alone and `end_run` sets FINISHED only
-for a completed run, FAILED (with the reason as tag `failure_reason`) or KILLED otherwise.
-MLflow 3 refuses the old `./mlruns` file store; the default here is MLflow's own default,
-`sqlite:///mlflow.db` in the working directory, unless `--tracking-uri` or `$MLFLOW_TRACKING_URI`.
+A training run is recorded by `RecordedRun`, a context manager that owns the MLflow run from creation to
+final status: FINISHED only when training and testing completed; FAILED with the reason (tag
+`failure_reason`) when they raised; KILLED with reason "interrupted by the user" on Ctrl-C and
+"terminated (SIGTERM)" on SIGTERM, whatever the run was doing (training, testing, logging artifacts).
+Lightning's `MLFlowLogger` only logs the per-epoch metrics into that run; its `finalize` is disabled,
+because Lightning would mark the run FINISHED when `fit` ends (before `test`) and FAILED on Ctrl-C.
+
+Every run records who owns it — tags `bnnbench.host`, `bnnbench.pid` and a heartbeat
+`bnnbench.heartbeat` (Unix seconds, refreshed at least every `HEARTBEAT_S` while it trains) — so a run
+whose process is gone (killed with SIGKILL, a lost machine) is recognisably interrupted
+(`owner_gone`) rather than RUNNING for ever, and can be resumed from its checkpoint.
+
+Stores: MLflow 3 refuses the old `./mlruns` file store, so the default is `sqlite:///mlflow.db` in the
+working directory unless `--tracking-uri` or `$MLFLOW_TRACKING_URI` says otherwise. `check_store`
+answers within seconds, before any data is loaded, for a malformed, missing, non-database or
+unreachable store. With a `sqlite:///DIR/mlflow.db` store, experiments bnnbench creates keep their
+artifacts in `DIR/mlartifacts` and checkpoints go to `DIR/checkpoints` (not `./mlruns` of whatever
+directory the command ran in); a server URI uses the server's artifact store. Opening a fresh SQLite
+store is serialised between processes (MLflow creates its tables on first use, and two processes
+doing so at once fail), and an experiment created by two processes at once is created once.
 """
 
 from __future__ import annotations
@@ -15,11 +29,26 @@ import functools
 import logging
 import os
 import platform
+import shutil
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from bnnbench.errors import BadInput, RunFailed, Terminated
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SQLITE = "sqlite:///"
+RUN_NAME_TAG = "mlflow.runName"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under the run with this id
+CONFIG_ID_TAG = "config_id"  # what is trained (bnnbench.identity.config_id)
+CODE_ID_TAG = "code_id"  # what trained it (bnnbench.identity.code_id)
+HOST_TAG, PID_TAG, HEARTBEAT_TAG = "bnnbench.host", "bnnbench.pid", "bnnbench.heartbeat"
+CHECKPOINT_TAG = "bnnbench.checkpoint_dir"  # where the run's resumable checkpoints are
+HEARTBEAT_S = 30.0  # a training run refreshes its heartbeat at least this often (seconds)
+STALE_S = 300.0  # a run on another host whose heartbeat is older than this is taken as interrupted
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.sql"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -29,81 +58,77 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _runner_owned_logger(**kwargs):
-    """An `MLFlowLogger` whose `finalize` does not set the run's status (the runner does).
-
-    Built on first use so that importing this module does not import lightning (seconds).
-    """
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class RunnerOwnedMLFlowLogger(MLFlowLogger):
-        def finalize(self, status: str = "success") -> None:
-            pass
-
-    return RunnerOwnedMLFlowLogger(**kwargs)
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len(SQLITE):].split("?")[0]) if uri.startswith(SQLITE) else None
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+# -- stores ------------------------------------------------------------------------------------------------
+_DRIVERS = {"postgresql": ("psycopg2", "psycopg2-binary"), "mysql": ("pymysql", "pymysql"),
+            "mssql": ("pyodbc", "pyodbc")}
 
 
-def provenance_tags(device: str) -> dict[str, str]:
-    """Git commit and dirty flag, library versions, device: what the leaderboard cites."""
-    import lightning
-    import mlflow
-    import torch
+def check_store(uri: str | None) -> str:
+    """The resolved URI, or one line of BadInput for a store that cannot work (within ~5 s)."""
+    uri = tracking_uri(uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    path = _sqlite_path(uri)
+    if path is not None:
+        if not path.name or not path.parent.is_dir():
+            raise BadInput(f"tracking URI '{uri}': folder '{path.parent}' does not exist; create it, or give "
+                           f"--tracking-uri sqlite:///PATH/mlflow.db in an existing folder")
+        if path.is_dir():
+            raise BadInput(f"tracking URI '{uri}': '{path}' is a folder, not a SQLite database file")
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise BadInput(f"tracking URI '{uri}': '{path}' is not a SQLite database")
+        return uri
+    if scheme in ("http", "https"):
+        import urllib.request
 
-    import bnnbench
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read(64)
+        except Exception as error:  # URLError, timeouts, HTTP errors, a malformed host
+            raise BadInput(f"MLflow tracking server '{uri}' is unreachable: {_first_line(error)}") from None
+        return uri
+    if scheme in _DRIVERS:
+        module, package = _DRIVERS[scheme]
+        import sqlalchemy
 
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "mlflow.source.git.commit": commit or "unknown",
-        "git_commit": commit or "unknown",
-        "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
-        "version.bnnbench": bnnbench.__version__,
-        "version.torch": torch.__version__,
-        "version.lightning": lightning.__version__,
-        "version.mlflow": mlflow.__version__,
-        "version.python": platform.python_version(),
-        "device": device,
-        "hostname": platform.node(),
-    }
-
-
-def start_run(uri: str | None, experiment: str, run_name: str, params: dict[str, Any],
-              tags: dict[str, str]):
-    """Create the MLflow run (status RUNNING) with its params and tags, and a Lightning logger for it."""
-    logger = _runner_owned_logger(experiment_name=experiment, run_name=run_name, tracking_uri=tracking_uri(uri),
-                                     tags=tags)
-    logger.log_hyperparams(params)
-    return logger
-
-
-def log_text(logger, text: str, artifact_file: str) -> None:
-    logger.experiment.log_text(logger.run_id, text, artifact_file)
-
-
-def log_figure(logger, figure, artifact_file: str) -> None:
-    logger.experiment.log_figure(logger.run_id, figure, artifact_file)
-
-
-def log_metrics(logger, metrics: dict[str, float], step: int | None = None) -> None:
-    for key, value in metrics.items():
-        logger.experiment.log_metric(logger.run_id, key, float(value), step=step or 0)
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5},
+                                              poolclass=sqlalchemy.pool.NullPool)
+            with engine.connect():
+                pass
+        except ModuleNotFoundError:
+            raise BadInput(f"tracking URI '{_safe(uri)}' needs the database driver '{module}': "
+                           f"pip install {package}") from None
+        except Exception as error:
+            raise BadInput(f"tracking database '{_safe(uri)}' is unreachable: {_first_line(error)}") from None
+        return uri
+    raise BadInput(f"unsupported tracking URI '{uri}': give sqlite:///PATH/mlflow.db, postgresql://USER@HOST/DB, "
+                   f"mysql://USER@HOST/DB or http(s)://HOST:PORT of an MLflow server")
 
 
-def metric_history(logger, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in logger.experiment.get_metric_history(logger.run_id, key)]
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "reason", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
-# -- runs not driven by Lightning: the tuner's parent run, and tags on finished runs ---------------------
-RUN_NAME_TAG = "mlflow.runName"  # in RunConfig.tags, the runner uses it as the run's name
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under the run with this id
+def _safe(uri: str) -> str:
+    """A database URL without its password, for messages."""
+    head, sep, tail = uri.partition("@")
+    if not sep or "://" not in head:
+        return uri
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{tail}" if ":" in credentials else uri
+
+
+def store_exists(uri: str | None) -> bool:
+    """False only for a `sqlite:///` store whose file is missing (MLflow would create an empty one)."""
+    path = _sqlite_path(tracking_uri(uri))
+    return path is None or path.exists()
 
 
 @contextlib.contextmanager
@@ -111,10 +136,10 @@ def sqlite_first_use_lock(uri: str):
     """Serialise opening a SQLite database between processes on this machine.
 
     MLflow and Optuna create their tables on first use; two processes doing that at once on a fresh
-    file fail (MLflow: alembic "expected to match one row"). The lock is an flock on the database's
-    directory, so no lock file is written anywhere. Other URLs (servers) need no lock.
+    file fail (MLflow: "duplicate column name"). The lock is an flock on the database's directory, so
+    no lock file is written anywhere. Other URLs (servers) need no lock.
     """
-    path = Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
+    path = _sqlite_path(uri)
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
@@ -139,30 +164,284 @@ def _client_for(uri: str):
     import mlflow
 
     with sqlite_first_use_lock(uri):
-        client = mlflow.MlflowClient(uri)  # MLflow caches the store (and its tables) per process
+        client = mlflow.MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates the tables now, under the lock
     return client
 
 
-def start_parent_run(uri: str | None, experiment: str, run_name: str, params: dict[str, Any],
-                     tags: dict[str, str]) -> str:
-    """Create a RUNNING run that child runs point to (tag `mlflow.parentRunId`); returns its id."""
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store; the server's choice otherwise."""
+    path = _sqlite_path(uri)
+    return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
+
+
+def checkpoint_root(uri: str | None, chosen: str | None = None) -> Path:
+    """Where runs keep resumable checkpoints (one folder per run id): `--checkpoint-dir`, else beside a
+    SQLite store, else `./checkpoints`."""
+    if chosen:
+        return Path(chosen).resolve()
+    path = _sqlite_path(tracking_uri(uri))
+    return (path.resolve().parent if path is not None else Path.cwd()) / "checkpoints"
+
+
+def experiment_id(uri: str | None, name: str) -> str:
+    """The id of experiment `name`, created (with its artifact location) if missing, once across processes."""
     from mlflow.exceptions import MlflowException
 
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
+    found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            experiment_id = client.create_experiment(experiment)
-        except MlflowException:  # another process created it in between
-            experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    else:
-        experiment_id = found.experiment_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+            with sqlite_first_use_lock(tracking_uri(uri)):
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(uri)))
+        except MlflowException:  # created by another process (on another machine) in between
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        raise BadInput(f"MLflow experiment '{name}' is deleted; restore it (mlflow experiments restore) or give "
+                       f"another --experiment")
+    return found.experiment_id
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# -- provenance and ownership ------------------------------------------------------------------------------
+def provenance_tags(device: str) -> dict[str, str]:
+    """Git commit and dirty flag, library versions, device, host: what the leaderboard cites."""
+    import lightning
+    import mlflow
+    import torch
+
+    import bnnbench
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "mlflow.source.git.commit": commit or "unknown",
+        "git_commit": commit or "unknown",
+        "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "version.bnnbench": bnnbench.__version__,
+        "version.torch": torch.__version__,
+        "version.lightning": lightning.__version__,
+        "version.mlflow": mlflow.__version__,
+        "version.python": platform.python_version(),
+        "device": device,
+        "hostname": platform.node(),
+    }
+
+
+def owner_tags() -> dict[str, str]:
+    return {HOST_TAG: platform.node(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: f"{time.time():.0f}"}
+
+
+def owner_gone(tags: dict[str, str], now: float | None = None) -> str | None:
+    """Why the process owning a RUNNING run is gone, or None while it may still be alive.
+
+    On this host the process id decides at once; on another host a heartbeat older than `STALE_S`.
+    A run recorded before owners were tagged has neither and counts as gone.
+    """
+    host, pid, beat = tags.get(HOST_TAG), tags.get(PID_TAG), tags.get(HEARTBEAT_TAG)
+    if host is None or pid is None or beat is None:
+        return "no owner recorded"
+    if host == platform.node():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"process {pid} on {host} has ended"
+        except PermissionError:  # alive, owned by another user
+            return None
+        return None
+    age = (now or time.time()) - float(beat)
+    return f"no heartbeat from {host} for {age:.0f} s" if age > STALE_S else None
+
+
+def heartbeat(uri: str | None, run_id: str) -> None:
+    set_tags(uri, run_id, {HEARTBEAT_TAG: f"{time.time():.0f}"})
+
+
+# -- the recorded run --------------------------------------------------------------------------------------
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+class RecordedRun:
+    """The MLflow run of one training run, as a context manager that owns its status and mirrors.
+
+    On entry it creates the run — provenance, identity and owner tags, the params of what trains plus
+    the dataset's own, and `config.yaml` (a recipe that reproduces the run, written first so that an
+    interrupted run can be resumed from it) — or, given `resume_id`, reopens that run as RUNNING under
+    this process. It installs a SIGTERM handler for its duration. On exit it sets the final status;
+    an exception becomes `RunFailed`, Ctrl-C a `KeyboardInterrupt`, SIGTERM a `Terminated`.
+    """
+
+    def __init__(self, resolved, extra_params: dict[str, Any], device: str, resume_id: str | None = None):
+        self.resolved, self.extra_params, self.device, self.resume_id = resolved, extra_params, device, resume_id
+        self.uri = tracking_uri(resolved.tracking_uri)
+        self.run_id: str = resume_id or ""
+        self.logger = self.mirror = None
+        self._previous_handler = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.resume_id is not None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return checkpoint_root(self.uri, self.resolved.checkpoint_dir) / self.run_id
+
+    def __enter__(self) -> RecordedRun:
+        from bnnbench.identity import code_id
+
+        r = self.resolved
+        if self.resumed:
+            _client(self.uri).update_run(self.run_id, status="RUNNING")
+            set_tags(self.uri, self.run_id, owner_tags())
+        else:
+            tags = {**provenance_tags(self.device), CONFIG_ID_TAG: r.config_id, CODE_ID_TAG: code_id(),
+                    CHECKPOINT_TAG: str(checkpoint_root(self.uri, r.checkpoint_dir)), **owner_tags(), **r.tags}
+            run = _client(self.uri).create_run(experiment_id(self.uri, r.experiment), run_name=r.run_name, tags=tags)
+            self.run_id = run.info.run_id
+            log_params(self.uri, self.run_id, {**r.params(), **self.extra_params})
+            import yaml
+
+            _client(self.uri).log_text(self.run_id, yaml.safe_dump(r.recipe(), sort_keys=False), "config.yaml")
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            self.logger = _runner_owned_logger(self.uri, self.run_id)
+            self.mirror = _wandb_logger(r, self.run_id, {**r.params(), **self.extra_params}) if r.wandb else None
+        except BaseException as error:
+            self.__exit__(type(error), error, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type, error, traceback) -> bool:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+        if error is None:
+            self.end("FINISHED")
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # only a KILLED run is ever resumed
+            return False
+        if isinstance(error, Terminated):
+            self.end("KILLED", "terminated (SIGTERM)")
+            return False
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            # Lightning turns Ctrl-C into SystemExit after its own handling; either way the user stopped it.
+            self.end("KILLED", "interrupted by the user")
+            raise KeyboardInterrupt from None
+        reason = f"{type(error).__name__}: {error}"
+        self.end("FAILED", reason)
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        raise RunFailed(self.run_id, reason) from error
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """Set the final status; a SIGTERM while this runs must not leave the run RUNNING."""
+        with _ignoring_sigterm():
+            end_run(self.uri, self.run_id, status, reason)
+            if self.mirror is not None:
+                self.mirror.experiment.finish(exit_code=0 if status == "FINISHED" else 1)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        log_run_metrics(self.uri, self.run_id, metrics, step=step)
+        if self.mirror is not None:
+            self.mirror.log_metrics(metrics)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        _client(self.uri).log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        _client(self.uri).log_figure(self.run_id, figure, artifact_file)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in _client(self.uri).get_metric_history(self.run_id, key)]
+
+    def metrics(self) -> dict[str, float]:
+        """The latest value of every metric the run recorded: what the UI and the leaderboard read."""
+        return dict(_client(self.uri).get_run(self.run_id).data.metrics)
+
+
+@contextlib.contextmanager
+def _ignoring_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _runner_owned_logger(uri: str, run_id: str):
+    """Lightning's `MLFlowLogger` bound to an existing run, whose `finalize` leaves the status alone.
+
+    Built on first use so that importing this module does not import lightning (seconds); built under
+    the first-use lock because it makes its own MLflow client.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class RunnerOwnedMLFlowLogger(MLFlowLogger):
+        def finalize(self, status: str = "success") -> None:
+            pass
+
+    with sqlite_first_use_lock(uri):
+        logger = RunnerOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id)
+        _ = logger.experiment
+    return logger
+
+
+def run_info(uri: str | None, run_id: str) -> dict[str, Any]:
+    """Status, experiment, tags and the recorded recipe (`config.yaml`) of one run; BadInput if unknown."""
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise BadInput(f"no run '{run_id}' in the MLflow store '{tracking_uri(uri)}'") from None
+    try:
+        recipe = yaml.safe_load(open(client.download_artifacts(run_id, "config.yaml")))
+    except (MlflowException, OSError):
+        recipe = None
+    experiment = client.get_experiment(run.info.experiment_id).name
+    return {"run_id": run_id, "status": run.info.status, "experiment": experiment, "tags": dict(run.data.tags),
+            "recipe": recipe}
+
+
+def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int) -> list[dict[str, Any]]:
+    """Runs of `experiment` with these tag values and this seed, newest first (none if no experiment)."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    conditions = [f"tags.`{k}` = '{v}'" for k, v in tags.items()] + [f"params.seed = '{seed}'"]
+    runs = client.search_runs([found.experiment_id], filter_string=" and ".join(conditions),
+                              order_by=["attributes.start_time DESC"])
+    return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)} for r in runs]
+
+
+# -- runs not driven by Lightning: the tuner's parent run, and tags on finished runs ---------------------
+def start_parent_run(uri: str | None, experiment: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, str]) -> str:
+    """Create a RUNNING run that child runs point to (tag `mlflow.parentRunId`); returns its id."""
+    run = _client(uri).create_run(experiment_id(uri, experiment), run_name=run_name, tags=tags)
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
 
 
 def log_params(uri: str | None, run_id: str, params: dict[str, Any]) -> None:
+    """Params as `str(value)`: the form `bnnbench.identity.config_id` digests on both sides."""
     from mlflow.entities import Param
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -171,64 +450,55 @@ def log_params(uri: str | None, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_run_metrics(uri: str | None, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    import time
-
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     _client(uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
-def set_tags(uri: str | None, run_id: str, tags: dict[str, str]) -> None:
+def set_tags(uri: str | None, run_id: str, tags: dict[str, Any]) -> None:
     from mlflow.entities import RunTag
 
     _client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def end_run(uri: str | None, run_id: str, status: str, reason: str | None = None) -> None:
-    """Set a run's final status: FINISHED, FAILED (with the tag `failure_reason`) or KILLED."""
+    """Set a run's final status: FINISHED, FAILED or KILLED (the reason as tag `failure_reason`)."""
     if reason:
         set_tags(uri, run_id, {"failure_reason": reason[:5000]})
     _client(uri).set_terminated(run_id, status)
 
 
 # -- Weights & Biases: an optional mirror of the MLflow run, for teams that live in W&B ---------------------
-def wandb_logger(project: str, run_name: str, group: str | None, params: dict[str, Any], tags: dict[str, str]):
-    """Lightning's `WandbLogger` with the MLflow run's names: project = experiment, group = parent run.
+def check_mirror() -> None:
+    """`--wandb` needs the package and either an account (key) or an offline/disabled mode."""
+    import importlib.util
+    import netrc
 
-    Without an account set `WANDB_MODE=offline` (the run is written under `./wandb/`) or `disabled`.
-    """
+    if importlib.util.find_spec("wandb") is None:
+        raise BadInput("--wandb needs the wandb package: pip install 'bnnbench[wandb]'")
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        raise BadInput("--wandb needs a W&B account or an offline mode: run 'wandb login', set WANDB_API_KEY, "
+                       "or set WANDB_MODE=offline (runs are written under ./wandb)")
+
+
+def _wandb_logger(resolved, run_id: str, params: dict[str, Any]):
+    """Lightning's `WandbLogger` with the MLflow run's names: project = experiment, group = parent run."""
     from lightning.pytorch.loggers import WandbLogger
 
-    logger = WandbLogger(project=project, name=run_name, group=group,
-                         tags=[f"{k}={v}" for k, v in tags.items() if k in ("git_commit", "device")][:20])
+    logger = WandbLogger(project=resolved.experiment, name=resolved.run_name,
+                         group=resolved.tags.get(PARENT_TAG), tags=[f"mlflow_run_id={run_id}"])
     logger.log_hyperparams(params)
     return logger
 
 
-def finish_wandb(logger, status: str) -> None:
-    """Close the W&B run so its files are complete; a non-FINISHED MLflow status is a non-zero exit code."""
-    logger.experiment.finish(exit_code=0 if status == "FINISHED" else 1)
-
-
-def finished_run_ids(uri: str | None, experiment: str, tags: dict[str, str], params: dict[str, str]) -> list[str]:
-    """Ids of FINISHED runs in `experiment` with these tag and param values (none if no such experiment)."""
-    client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    conditions = [f"tags.{k} = '{v}'" for k, v in tags.items()] + [f"params.{k} = '{v}'" for k, v in params.items()]
-    runs = client.search_runs([found.experiment_id],
-                              filter_string=" and ".join([*conditions, "attributes.status = 'FINISHED'"]))
-    return [r.info.run_id for r in runs]
-
-
-def store_exists(uri: str | None) -> bool:
-    """False only for a `sqlite:///` store whose file is missing (MLflow would create an empty one)."""
-    resolved = tracking_uri(uri)
-    return not resolved.startswith("sqlite:///") or Path(resolved[len("sqlite:///"):]).exists()
-
-
+# -- reading runs back -------------------------------------------------------------------------------------
 def finished_runs(uri: str | None) -> list[dict[str, Any]]:
     """Every FINISHED run of every active experiment, as plain data for the leaderboard.
 
@@ -237,10 +507,9 @@ def finished_runs(uri: str | None) -> list[dict[str, Any]]:
     """
     from mlflow.entities import ViewType
 
-    from bnnbench.errors import BadInput
-
     if not store_exists(uri):
         raise BadInput(f"no MLflow store at '{tracking_uri(uri)}': give --tracking-uri of the store the runs are in")
+    check_store(uri)
     client = _client(uri)
     experiments, token = [], None
     while True:

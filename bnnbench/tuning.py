@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import math
 import time
 from collections import Counter
@@ -42,7 +41,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bnnbench import runner, tracking
-from bnnbench.config import RunConfig
+from bnnbench.config import ResolvedRun, RunConfig, resolve
 from bnnbench.errors import BadInput
 from bnnbench.registry import unknown_choice
 
@@ -79,9 +78,8 @@ def default_storage(tracking_uri: str | None = None) -> str:
     return prefix + STORAGE_FILE
 
 
-def default_study_name(resolved: runner.ResolvedRun) -> str:
-    c = resolved.cfg
-    return f"{c.method}-{c.dataset}-{resolved.arch}-{c.mode}"
+def default_study_name(resolved: ResolvedRun) -> str:
+    return f"{resolved.method}-{resolved.dataset}-{resolved.arch}-{resolved.mode}"
 
 
 def display_url(url: str) -> str:
@@ -179,24 +177,18 @@ def make_pruner(name: str, epochs: int):
 
 
 # -- what a study and a trial remember --------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def trial_recipe(resolved: runner.ResolvedRun) -> dict[str, Any]:
+def trial_recipe(resolved: ResolvedRun) -> dict[str, Any]:
     """The trial's complete configuration as a recipe: `run --from-study` trains exactly this."""
-    c = resolved.cfg
-    return {"method": c.method, "dataset": c.dataset, "arch": resolved.arch, "mode": c.mode,
-            "epochs": resolved.epochs, "batch_size": resolved.batch_size, "image_size": resolved.image_size,
-            "seed": c.seed, "set": {k: _plain(v) for k, v in dataclasses.asdict(resolved.method_config).items()}}
+    recipe = resolved.recipe()
+    recipe.pop("data_dir")  # where the data lives is the retraining machine's business
+    return recipe
 
 
-def study_identity(resolved: runner.ResolvedRun) -> dict[str, Any]:
-    """What all trials of one study must share (the seed may differ between invocations)."""
-    recipe = trial_recipe(resolved)
-    recipe.pop("seed")
-    recipe["set"] = {k: recipe["set"][k] for k in sorted(resolved.cfg.method_overrides)}
-    return json.loads(json.dumps(recipe))  # as the storage returns it: tuples are lists
+def study_identity(resolved: ResolvedRun) -> dict[str, Any]:
+    """What all trials of one study share: the configuration before any trial's values, without the
+    seed (which may differ between invocations); `config_id` digests it."""
+    params = {k: str(v) for k, v in resolved.params().items() if k != "seed"}
+    return {"config_id": resolved.config_id, "params": params}
 
 
 def _check_identity(study, identity: dict[str, Any], storage: str) -> None:
@@ -204,9 +196,10 @@ def _check_identity(study, identity: dict[str, Any], storage: str) -> None:
     if recorded is None:
         study.set_user_attr(STUDY_ATTR, identity)
         return
-    if recorded != identity:
-        keys = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
-        differences = ", ".join(f"{k}: study {recorded.get(k)!r}, now {identity.get(k)!r}" for k in keys)
+    if recorded.get("config_id") != identity["config_id"]:
+        was, now = recorded.get("params", {}), identity["params"]
+        keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+        differences = ", ".join(f"{k}: study {was.get(k)!r}, now {now.get(k)!r}" for k in keys[:4])
         raise BadInput(f"study '{study.study_name}' in '{display_url(storage)}' tunes another configuration "
                        f"({differences}); use the same flags to add trials, or --study-name for a new study")
 
@@ -220,7 +213,8 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
     `pruner` is a name from PRUNERS or an `optuna.pruners.BasePruner`. Returns this invocation's
     counts and the study's best; bad input raises BadInput before anything is recorded.
     """
-    resolved = runner.resolve(cfg)
+    resolved = resolve(cfg)
+    tracking.check_store(cfg.tracking_uri)
     space = search_space_of(cfg.method)
     storage = storage or default_storage(cfg.tracking_uri)
     if trials <= 0:
@@ -234,13 +228,9 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
                                 pruner=pruner, study_name=name, direction="maximize", load_if_exists=True)
     _check_identity(study, study_identity(resolved), storage)
 
-    experiment = cfg.experiment or cfg.dataset
-    parent_params = {"method": cfg.method, "dataset": cfg.dataset, "arch": resolved.arch, "mode": cfg.mode,
-                     "epochs": resolved.epochs, "batch_size": resolved.batch_size,
-                     "image_size": resolved.image_size, "seed": cfg.seed, "trials": trials,
-                     "timeout_s": timeout, "sampler": sampler, "pruner": pruner_name, "objective": OBJECTIVE,
-                     "study": name, "storage": display_url(storage),
-                     **{f"set/{k}": v for k, v in study_identity(resolved)["set"].items()}}
+    experiment = resolved.experiment
+    parent_params = {**resolved.params(), "trials": trials, "timeout_s": timeout, "sampler": sampler,
+                     "pruner": pruner_name, "objective": OBJECTIVE, "study": name, "storage": display_url(storage)}
     provenance = tracking.provenance_tags("see the trial runs")
     parent = tracking.start_parent_run(cfg.tracking_uri, experiment, f"tune-{name}", parent_params,
                                        {**provenance, **cfg.tags, "tuning.role": "parent", "tuning.study": name})
@@ -294,9 +284,9 @@ def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name
 
     overrides = {**base.method_overrides, **space(trial)}
     tags = {**base.tags, tracking.PARENT_TAG: parent, "tuning.role": "trial", "tuning.study": name,
-            "tuning.trial": str(trial.number), tracking.RUN_NAME_TAG: f"{name}-t{trial.number}"}
-    cfg = dataclasses.replace(base, method_overrides=overrides, tags=tags)
-    trial.set_user_attr(CONFIG_ATTR, trial_recipe(runner.resolve(cfg)))
+            "tuning.trial": str(trial.number)}
+    cfg = dataclasses.replace(base, method_overrides=overrides, tags=tags, run_name=f"{name}-t{trial.number}")
+    trial.set_user_attr(CONFIG_ATTR, trial_recipe(resolve(cfg)))
     try:
         result = runner.run(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=PRUNE_MONITOR)])
     except runner.RunFailed as failure:

@@ -58,7 +58,7 @@ def record(uri, status="FINISHED", test=0.9, val=0.92, tags=None, cost=True, **k
     experiment = client.get_experiment_by_name(p["dataset"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(p["dataset"])
     run = client.create_run(experiment_id, run_name=f"{p['method']}-s{p['seed']}",
-                            tags={**PROVENANCE, "config_hash": "x", **(tags or {})})
+                            tags={**PROVENANCE, "code_id": "c0de", **(tags or {})})
     run_id = run.info.run_id
     metrics = {**(COST if cost else {}), "val/acc": val, "train/acc": 0.95, "time/wall_s": 15.0, "time/epoch_s": 0.5,
                "epochs_completed": 30}
@@ -147,7 +147,7 @@ def test_only_finished_runs_with_a_finite_accuracy_reach_results_csv(store, tmp_
     assert first["cost/ops"] == "3720.5" and first["cost/params_binary"] == "5120" and first["time/epoch_s"] == "0.5"
     garbage = results.set_index("run_id").loc[good[3]]
     assert (garbage["acc"], garbage["acc_metric"], garbage["test/acc"]) == ("0.81", "val/acc_best", "")
-    assert results[results["dataset"] == "digits"]["config_hash"].nunique() == 1  # seeds of one config: one group
+    assert results[results["dataset"] == "digits"]["config_id"].nunique() == 1  # seeds of one config: one group
 
     page = (tmp_path / "lb" / "README.md").read_text()
     assert "test accuracy % mean ± std (n)" in header(page)
@@ -169,7 +169,7 @@ def test_seeds_of_one_config_are_one_group_and_configs_are_separate(published):
     runs += [fake_run(f"r{s}", acc, seed=s, lr=0.001, weight_decay=0.0001, activation="relu")
              for s, acc in enumerate([0.80, 0.84])]
     results = rows(*runs)
-    assert results.groupby("config_hash")["run_id"].count().sort_values().tolist() == [2, 3]
+    assert results.groupby("config_id")["run_id"].count().sort_values().tolist() == [2, 3]
     page, _ = leaderboard.render(results, published, plots=False)
     column = "test accuracy % mean ± std (n)"
     mean, std = sum([90, 92, 97]) / 3, pd.Series([90, 92, 97]).std()

@@ -28,33 +28,33 @@ def test_suite_runs_the_matrix_then_resumes_without_rerunning(tmp_path, tracking
     suite = write_suite(tmp_path, SUITE)
     assert main(["bench", suite, "--dry-run", "--tracking-uri", tracking_uri]) == 0
     assert runs(tracking_uri) == []  # a dry run records nothing
-    assert "would run 4, skipped 0" in capsys.readouterr().out
+    assert "would run 4, resumed 0, skipped 0" in capsys.readouterr().out
 
     assert main(["bench", suite, "--tracking-uri", tracking_uri]) == 0
     recorded = runs(tracking_uri)
     assert sorted((r.data.params["method"], r.data.params["seed"]) for r in recorded) == [
         ("dra", "0"), ("dra", "1"), ("fp", "0"), ("fp", "1")]
     assert all(r.info.status == "FINISHED" and r.data.tags["suite"] == "smoke" for r in recorded)
-    hashes = {(r.data.params["method"], r.data.tags["config_hash"]) for r in recorded}
-    assert len(hashes) == 2  # the config_hash tag is shared by the seeds of one configuration
+    hashes = {(r.data.params["method"], r.data.tags["config_id"]) for r in recorded}
+    assert len(hashes) == 2  # the config_id tag is shared by the seeds of one configuration
     out = capsys.readouterr().out
     assert "[4/4] dra on fake (tiny, fair) seed 1: acc" in out
 
     # An interrupted suite: one run is lost (deleted here); the rerun does only that one.
     mlflow.MlflowClient(tracking_uri).delete_run(recorded[0].info.run_id)
     assert main(["bench", suite, "--tracking-uri", tracking_uri]) == 0
-    assert "ran 1, skipped 3 (already FINISHED), failed 0" in capsys.readouterr().out
+    assert "ran 1, resumed 0, skipped 3 (already FINISHED or running), failed 0" in capsys.readouterr().out
 
 
 def test_a_failing_run_does_not_stop_the_suite_and_is_retried(tmp_path, tracking_uri, capsys):
     suite = write_suite(tmp_path, SUITE + "overrides:\n  fp: {lr: 1.0e+30, scheduler: none}\n")
     assert main(["bench", suite, "--tracking-uri", tracking_uri]) == 1
     out = capsys.readouterr().out
-    assert "ran 2, skipped 0 (already FINISHED), failed 2" in out
+    assert "ran 2, resumed 0, skipped 0 (already FINISHED or running), failed 2" in out
     statuses = sorted((r.data.params["method"], r.info.status) for r in runs(tracking_uri))
     assert statuses == [("dra", "FINISHED"), ("dra", "FINISHED"), ("fp", "FAILED"), ("fp", "FAILED")]
     main(["bench", suite, "--dry-run", "--tracking-uri", tracking_uri])
-    assert "would run 2, skipped 2" in capsys.readouterr().out  # FAILED runs do not count as done
+    assert "would run 2, resumed 0, skipped 2" in capsys.readouterr().out  # FAILED runs do not count as done
 
 
 @pytest.mark.parametrize("text, message", [

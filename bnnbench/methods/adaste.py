@@ -47,9 +47,9 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from bnnbench.config import MethodConfig
-from bnnbench.errors import BadInput
+from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat, Range, validate
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -57,20 +57,16 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class AdasteConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step); the shared fair-mode rate (paper mode: 3e-4)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
-    alpha: float = 0.01  # α of eq. 32, in (0, 1) (dimensionless); s_μ is exactly sign once μ ≥ 1/α
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step); the shared fair-mode rate (paper mode: 3e-4)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    alpha: OpenFraction = 0.01  # α of eq. 32, in (0, 1) (dimensionless); s_μ is exactly sign once μ ≥ 1/α
     anneal: bool = True  # grow μ from mu_start to 1/α (homotopy); false: μ = 1/α, binary from the start
-    mu_start: float = 1.0  # μ during the first epoch when annealing (dimensionless; released code: 0.01)
-    anneal_fraction: float = 0.4  # fraction of the run's epochs after which μ = 1/α (paper: 200 of 500)
+    mu_start: PositiveFloat = 1.0  # μ during the first epoch when annealing (dimensionless; released code: 0.01)
+    # fraction of the run's epochs after which μ = 1/α, in (0, 1] (paper: 200 of 500)
+    anneal_fraction: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.4
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise BadInput(f"bad alpha {self.alpha!r} for method 'adaste': must lie in (0, 1)")
-        if not self.mu_start > 0:
-            raise BadInput(f"bad mu_start {self.mu_start!r} for method 'adaste': must be > 0")
-        if not 0 < self.anneal_fraction <= 1:
-            raise BadInput(f"bad anneal_fraction {self.anneal_fraction!r} for method 'adaste': must lie in (0, 1]")
+        validate(self)  # the declared ranges, also when the config is built directly
 
 
 def annealed_mu(epoch: int, epochs: int, config: AdasteConfig) -> float:

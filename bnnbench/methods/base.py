@@ -4,8 +4,8 @@ It owns what all methods share — building the backbone and binarizing it, the 
 test steps, metrics (torchmetrics), the optimizer and LR schedule, early stopping, the NaN guard and
 the BNN diagnostics — and exposes small hooks for what differs. A method overrides only hooks:
 `make_weight_quantizer`, `make_input_quantizer`, `activation`, `full_precision_layers`,
-`parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss`, and Lightning's own epoch hooks
-for schedules.
+`parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss`, `resume_state` (Python-side state a
+resumed run needs), and Lightning's own epoch hooks for schedules.
 It never overrides `training_step` wholesale.
 """
 
@@ -191,6 +191,21 @@ class BinaryMethod(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.after_optimizer_step()
+
+    # -- resumable state: what a checkpoint carries beyond parameters, buffers and optimizer state -------
+    def resume_state(self) -> dict[str, Any]:
+        """Python-side state a resumed run needs to continue exactly; a method with more extends it."""
+        return {"val_acc_best": self.val_acc_best, "confusion_matrix": self.confusion_matrix}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.val_acc_best = state.get("val_acc_best", self.val_acc_best)
+        self.confusion_matrix = state.get("confusion_matrix", self.confusion_matrix)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["bnnbench"] = self.resume_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        self.load_resume_state(checkpoint.get("bnnbench", {}))
 
     # -- optimization ---------------------------------------------------------------------------------
     @property

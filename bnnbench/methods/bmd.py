@@ -33,9 +33,9 @@ tuner's range for `beta_growth` reaches 1.5.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from bnnbench.config import MethodConfig
-from bnnbench.errors import BadInput
+from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, validate
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -43,18 +43,15 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class BmdConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
-    beta_start: float = 1.0  # tanh steepness β at the start of training (per unit of θ)
-    beta_growth: float = 1.3  # multiplier of β per period (dimensionless; BNEW 1.01 per epoch, MD paper 1.02)
-    beta_period_steps: int = 0  # optimizer steps per β increase; 0 = once per epoch (BNEW), MD paper: 200
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    beta_start: PositiveFloat = 1.0  # tanh steepness β at the start of training (per unit of θ)
+    # multiplier of β per period, >= 1 so β never shrinks (dimensionless; BNEW 1.01 per epoch, MD paper 1.02)
+    beta_growth: Annotated[float, Range(1.0)] = 1.3
+    beta_period_steps: NonNegativeInt = 0  # optimizer steps per β increase; 0 = once per epoch (BNEW), MD paper: 200
 
     def __post_init__(self):
-        if not self.beta_start > 0 or not self.beta_growth >= 1:
-            raise BadInput(f"bad beta_start/beta_growth {self.beta_start!r}/{self.beta_growth!r} for method "
-                           "'bmd': need beta_start > 0 and beta_growth >= 1")
-        if self.beta_period_steps < 0:
-            raise BadInput(f"bad beta_period_steps {self.beta_period_steps!r} for method 'bmd': must be >= 0")
+        validate(self)  # the declared ranges, also when the config is built directly
 
 
 def scheduled_beta(epoch: int, step: int, config: BmdConfig) -> float:

@@ -60,7 +60,7 @@ from typing import Literal
 
 import torch
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from bnnbench.errors import BadInput
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer, sign
@@ -69,12 +69,13 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class BnewConfig(MethodConfig):
-    lr: float = 0.01  # Adam learning rate (per step); the schedule restarts at phase 2
-    weight_decay: float = 0.0  # L2 coefficient; 0 as in the released code
-    lambda_max: float = 1e-3  # λ₀: prox strength at the end of the ramp λ = λ₀·(e+1)/E (per step)
+    lr: PositiveFloat = 0.01  # Adam learning rate (per step); the schedule restarts at phase 2
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 as in the released code
+    lambda_max: NonNegativeFloat = 1e-3  # λ₀: prox strength at the end of the ramp λ = λ₀·(e+1)/E (per step)
     reg: Literal["bnew", "l1", "l2"] = "bnew"  # prox: bnew (1+2λ)·w, l1 w + λ·sign w, l2 (w + λ·sign w)/(1+λ)
-    phase1_epochs: int | None = None  # epochs of phase 1 (0 = no pretraining); None = one sixth of the run
-    freeze_epoch: int | None = None  # phase-2 epoch (0-based) from which w = sign(w), frozen; None = last 1.9 %
+    phase1_epochs: NonNegativeInt | None = None  # epochs of phase 1 (0 = no pretraining); None = one sixth of the run
+    # phase-2 epoch (0-based) from which w = sign(w), frozen; None = last 1.9 %
+    freeze_epoch: NonNegativeInt | None = None
     activation_quantizer: Literal["approx_sign", "bnn"] = "approx_sign"  # gradient of the sign activation
     activation: Literal["prelu", "hardtanh", "identity"] = "prelu"  # what BN's output passes before the sign
     fp_shortcuts: bool = False  # keep 1×1 shortcut convs full precision (paper mode)
@@ -111,6 +112,17 @@ class BnewMethod(BinaryMethod):
         self.frozen = False
         self._best_phase1_acc = -math.inf
         self._best_phase1_state: dict[str, torch.Tensor] | None = None
+
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "frozen": self.frozen, "best_phase1_acc": self._best_phase1_acc,
+                "best_phase1_state": self._best_phase1_state}
+
+    def load_resume_state(self, state: dict) -> None:
+        super().load_resume_state(state)
+        self._best_phase1_acc = state.get("best_phase1_acc", self._best_phase1_acc)
+        self._best_phase1_state = state.get("best_phase1_state", self._best_phase1_state)
+        if state.get("frozen") and not self.frozen:
+            self.freeze()  # the weights are ±1 already; this stops their updates again
 
     def make_weight_quantizer(self):
         return get_quantizer("direct")

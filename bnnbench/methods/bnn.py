@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -39,8 +39,8 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class BnnConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
     clip_latent: bool = True  # clip latent weights to [−1, 1] after each optimizer step (Algorithm 1)
     activation: Literal["hardtanh", "identity"] = "hardtanh"  # what BN's output passes before the sign
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig
-from bnnbench.errors import BadInput
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat, validate
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -32,13 +31,12 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class BnnPlusConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
-    beta: float = 5.0  # SignSwish steepness β (per unit of θ): SS'_β(0) = β, width of the gate ~2.4/β
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    beta: PositiveFloat = 5.0  # SignSwish steepness β (per unit of θ): SS'_β(0) = β, width of the gate ~2.4/β
 
     def __post_init__(self):
-        if not self.beta > 0:
-            raise BadInput(f"bad beta {self.beta!r} for method 'bnn_plus': must be > 0")
+        validate(self)  # the declared ranges, also when the config is built directly
 
 
 @METHODS.register("bnn_plus")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat, validate
 from bnnbench.errors import BadInput
 from bnnbench.methods.pc import PcMethod
 from bnnbench.quantizers import get_quantizer
@@ -38,15 +38,16 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class BnnppConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
-    mu_start: float = 1.0  # SignSwish steepness μ in the first epoch (per unit of θ)
-    mu_end: float = 1000.0  # μ in the last epoch (per unit of θ); linear in between
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    mu_start: PositiveFloat = 1.0  # SignSwish steepness μ in the first epoch (per unit of θ)
+    mu_end: PositiveFloat = 1000.0  # μ in the last epoch (per unit of θ); linear in between
 
     def __post_init__(self):
-        if not 0 < self.mu_start <= self.mu_end:
-            raise BadInput(f"bad mu_start/mu_end {self.mu_start!r}/{self.mu_end!r} for method 'bnnpp': "
-                           "need 0 < mu_start <= mu_end")
+        validate(self)  # the declared ranges, also when the config is built directly
+        if not self.mu_start <= self.mu_end:
+            raise BadInput(f"bad values mu_start={self.mu_start!r}, mu_end={self.mu_end!r} for method 'bnnpp': "
+                           "need mu_start <= mu_end")
 
 
 @METHODS.register("bnnpp")

@@ -43,11 +43,11 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from bnnbench.layers import binary_layers
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer, sign
@@ -101,14 +101,16 @@ class Bop(torch.optim.Adam):
 
 @dataclass(frozen=True)
 class BopConfig(MethodConfig):
-    lr: float = 0.01  # Adam learning rate of the real-valued parameters (per step)
-    weight_decay: float = 0.0  # L2 coefficient of the real-valued parameters (never the ±1 weights)
+    lr: PositiveFloat = 0.01  # Adam learning rate of the real-valued parameters (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient of the real-valued parameters (never the ±1 weights)
     optimizer: Literal["adam"] = "adam"  # real-valued parameters: Adam, as in the paper
-    gamma: float = 1e-4  # adaptivity rate γ of the gradient moving average (per step, dimensionless)
-    tau: float = 1e-8  # flip threshold τ on |m| (gradient units)
+    # adaptivity rate γ of the gradient moving average, in (0, 1] (per step, dimensionless)
+    gamma: Annotated[float, Range(0.0, 1.0, low_open=True)] = 1e-4
+    tau: NonNegativeFloat = 1e-8  # flip threshold τ on |m| (gradient units)
     gamma_schedule: Literal["step", "linear"] = "step"  # step: ×gamma_decay every gamma_decay_epochs
-    gamma_decay: float = 0.1  # γ multiplier at each step of the `step` schedule (dimensionless)
-    gamma_decay_epochs: int = 100  # epochs between γ decays of the `step` schedule
+    # γ multiplier at each step of the `step` schedule, in (0, 1] (dimensionless)
+    gamma_decay: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.1
+    gamma_decay_epochs: PositiveInt = 100  # epochs between γ decays of the `step` schedule
     activation_quantizer: Literal["approx_sign", "bnn"] = "approx_sign"  # gradient of the sign activation
     activation: Literal["prelu", "hardtanh", "identity"] = "prelu"  # what BN's output passes before the sign
     fp_shortcuts: bool = False  # keep 1×1 shortcut convs full precision (the BNEW comparison's network)

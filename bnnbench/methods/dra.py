@@ -36,11 +36,11 @@ transforms are reproduced by `GarbageDataModule` in paper mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import Increasing, MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import AlphaSign, get_quantizer
 from bnnbench.registry import METHODS
@@ -48,11 +48,12 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class DraConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate for weights (per step)
-    weight_decay: float = 1e-4  # L2 coefficient, applied to every parameter as the released code does
-    alpha_init: float = 0.5  # initial α of every binary layer (dimensionless scale)
-    alpha_lr: float | None = None  # learning rate of α (own parameter group); None = `lr`
-    alpha_clamp: tuple[float, float] | None = None  # (min, max) α after each step, e.g. 0.1,2.0; None = off
+    lr: PositiveFloat = 1e-3  # Adam learning rate for weights (per step)
+    weight_decay: NonNegativeFloat = 1e-4  # L2 coefficient, applied to every parameter as the released code does
+    alpha_init: PositiveFloat = 0.5  # initial α of every binary layer (dimensionless scale)
+    alpha_lr: PositiveFloat | None = None  # learning rate of α (own parameter group); None = `lr`
+    # (min, max) α after each step, 0 < min < max, e.g. 0.1,2.0; None = off
+    alpha_clamp: Annotated[tuple[PositiveFloat, PositiveFloat], Increasing()] | None = None
     mean_center: bool = False  # binarize θ − mean(θ) instead of θ
     binarize_activations: bool = False  # sign activations (gated STE) in front of every binary layer
     activation: Literal["prelu", "relu"] = "prelu"

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.registry import METHODS
 
 
 @dataclass(frozen=True)
 class FpConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 1e-4  # L2 coefficient
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 1e-4  # L2 coefficient
 
 
 @METHODS.register("fp")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat, validate
 from bnnbench.errors import BadInput
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
@@ -33,18 +33,17 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class PcConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
-    alpha: float = 0.1  # α of s_μ, in (0, 1) (dimensionless); s_μ = sign once μ ≥ 1/α
-    mu_start: float = 1.0  # μ in the first epoch (dimensionless)
-    mu_end: float = 10.0  # μ in the last epoch (dimensionless); linear in between
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
+    alpha: OpenFraction = 0.1  # α of s_μ, in (0, 1) (dimensionless); s_μ = sign once μ ≥ 1/α
+    mu_start: PositiveFloat = 1.0  # μ in the first epoch (dimensionless)
+    mu_end: PositiveFloat = 10.0  # μ in the last epoch (dimensionless); linear in between
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise BadInput(f"bad alpha {self.alpha!r} for method 'pc': must lie in (0, 1)")
-        if not 0 < self.mu_start <= self.mu_end:
-            raise BadInput(f"bad mu_start/mu_end {self.mu_start!r}/{self.mu_end!r} for method 'pc': "
-                           "need 0 < mu_start <= mu_end")
+        validate(self)  # the declared ranges, also when the config is built directly
+        if not self.mu_start <= self.mu_end:
+            raise BadInput(f"bad values mu_start={self.mu_start!r}, mu_end={self.mu_end!r} for method 'pc': "
+                           "need mu_start <= mu_end")
 
 
 def linear_mu(epoch: int, epochs: int, mu_start: float, mu_end: float) -> float:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -41,8 +41,8 @@ from bnnbench.registry import METHODS
 
 @dataclass(frozen=True)
 class XnorConfig(MethodConfig):
-    lr: float = 1e-3  # Adam learning rate (per step)
-    weight_decay: float = 0.0  # L2 coefficient
+    lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
+    weight_decay: NonNegativeFloat = 0.0  # L2 coefficient
     clip_latent: bool = False  # clip latent weights to [−1, 1] after each step (the paper does not)
     activation: Literal["identity", "hardtanh"] = "identity"  # identity = XNOR's BN → sign order
 

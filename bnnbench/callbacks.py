@@ -1,0 +1,193 @@
+"""Lightning callbacks the runner gives every run: cost, timing, artifacts, heartbeat, resumable state.
+
+Each one writes through the run's `tracking.RecordedRun` (the only MLflow client), so a callback never
+opens a store of its own. Those whose numbers must survive a resume keep them in their `state_dict`,
+which Lightning writes into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from bnnbench import tracking
+
+
+class CostMetrics(pl.Callback):
+    """Logs the network's cost (`cost/…`) and its per-layer table once, when the run starts training."""
+
+    def __init__(self, costs, record: tracking.RecordedRun):
+        self.costs, self.record = costs, record
+
+    def on_fit_start(self, trainer, module):
+        if not self.record.resumed:  # a resumed run has them already: nothing is counted twice
+            self.record.log_metrics(self.costs.metrics())
+            self.record.log_text(self.costs.csv(), "cost_layers.csv")
+
+
+class Timing(pl.Callback):
+    """`time/wall_s` (training and testing, summed over resumes), `time/epoch_s`, `time/first_step_s`
+    (with `--compile` mostly compilation) and `epochs_completed`."""
+
+    def __init__(self, record: tracking.RecordedRun):
+        self.record = record
+        self.seconds_before = 0.0  # of earlier processes of a resumed run
+        self.first_step_s = math.nan
+        self._started = time.perf_counter()
+        self._step_started = None
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self._started
+
+    def state_dict(self):
+        return {"seconds": self.seconds(), "first_step_s": self.first_step_s}
+
+    def load_state_dict(self, state):
+        self.seconds_before, self.first_step_s = state["seconds"], state["first_step_s"]
+        self._started = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 0:
+            self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self._step_started is not None and math.isnan(self.first_step_s):
+            self.first_step_s = time.perf_counter() - self._step_started
+
+    def on_fit_end(self, trainer, module):
+        seconds = self.seconds()
+        self.record.log_metrics({"time/wall_s": seconds, "time/epoch_s": seconds / max(trainer.current_epoch, 1),
+                                 "time/first_step_s": self.first_step_s, "epochs_completed": trainer.current_epoch},
+                                step=trainer.global_step)
+
+    def on_test_end(self, trainer, module):
+        self.record.log_metrics({"time/wall_s": self.seconds()}, step=trainer.global_step)
+
+
+class Heartbeat(pl.Callback):
+    """Refreshes the run's heartbeat tag at most every `tracking.HEARTBEAT_S` seconds while it works."""
+
+    def __init__(self, record: tracking.RecordedRun):
+        self.record = record
+        self._last = time.monotonic()
+
+    def _beat(self) -> None:
+        if time.monotonic() - self._last >= tracking.HEARTBEAT_S:
+            tracking.heartbeat(self.record.uri, self.record.run_id)
+            self._last = time.monotonic()
+
+    def on_train_batch_end(self, *args):
+        self._beat()
+
+    def on_validation_batch_end(self, *args):
+        self._beat()
+
+    def on_test_batch_end(self, *args):
+        self._beat()
+
+
+class RandomState(pl.Callback):
+    """The global random generators (torch, CUDA, numpy, Python) in every checkpoint.
+
+    Lightning's checkpoints hold the model, optimizers, schedulers and loops but not these; batched
+    augmentation and the data loaders draw from them, so without them a resumed run would diverge
+    from an uninterrupted one. The batch order itself depends on (seed, epoch) only
+    (`data.base.EpochShuffledBatches`).
+    """
+
+    def state_dict(self):
+        # Tensors, tuples and numbers only: Lightning loads checkpoints with torch's weights-only unpickler.
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                          has_gauss, gauss), "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state):
+        torch.set_rng_state(state["torch"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its final name, flushes it to disk, then renames it into place: a
+    process killed mid-write leaves the previous checkpoint whole, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        partial = f"{path}.partial"
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+
+
+class Artifacts(pl.Callback):
+    """The confusion matrix (test split, else the best validation epoch) and the learning curves as
+    PNGs, once the run's last stage ends."""
+
+    def __init__(self, record: tracking.RecordedRun, run_name: str, has_test: bool, class_names):
+        self.record, self.run_name, self.has_test, self.class_names = record, run_name, has_test, class_names
+
+    def on_fit_end(self, trainer, module):
+        if not self.has_test:
+            self._log(module, "val (best epoch)")
+
+    def on_test_end(self, trainer, module):
+        self._log(module, "test")
+
+    def _log(self, module, split: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        if module.confusion_matrix is not None:
+            figure = confusion_figure(module.confusion_matrix, self.class_names, f"{self.run_name}: {split}")
+            self.record.log_figure(figure, "confusion_matrix.png")
+            plt.close(figure)
+        histories = {key: self.record.metric_history(key) for key in ("train/loss", "val/loss", "train/acc", "val/acc")}
+        figure = curves_figure(histories, self.run_name)
+        self.record.log_figure(figure, "curves.png")
+        plt.close(figure)
+
+
+def confusion_figure(matrix, class_names, title: str):
+    import matplotlib.pyplot as plt
+
+    n = matrix.shape[0]
+    names = list(class_names) if class_names else [str(i) for i in range(n)]
+    figure, ax = plt.subplots(figsize=(1.5 + 0.45 * n, 1 + 0.45 * n))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(names, rotation=90)
+    ax.set_yticklabels(names)
+    for (i, j), count in zip(((i, j) for i in range(n) for j in range(n)), matrix.flatten().tolist()):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if count > matrix.max().item() / 2 else "black")
+    return figure
+
+
+def curves_figure(histories: dict[str, list[tuple[int, float]]], title: str):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, quantity in zip(axes, ("loss", "acc")):
+        for split in ("train", "val"):
+            points = histories.get(f"{split}/{quantity}", [])
+            if points:
+                ax.plot(range(1, len(points) + 1), [v for _, v in points], label=split, marker=".")
+        ax.set(xlabel="epoch", ylabel=quantity, title=f"{title}: {quantity}")
+        ax.legend()
+    return figure
