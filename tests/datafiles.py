@@ -1,13 +1,13 @@
 """Tiny datasets written in the exact on-disk formats of the real ones, so the real loading code runs.
 
 Plain functions (not pytest fixtures) so any test, benchmark or notebook can call them with a
-directory. Every class gets its own colour and stripe direction (`pattern`), so a model can learn the
-labels and a test can check that pixels arrive in the right channel, row and column.
+directory. Every class gets its own stripes and colour (`pattern`), so a model can learn the labels and
+a test can check that pixels arrive in the right channel, row and column.
 """
 
 from __future__ import annotations
 
-import pickle
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +19,10 @@ GARBAGE_CLASSES = ("battery", "biological", "brown-glass", "cardboard", "clothes
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
-    """A colour per label, different for the first few hundred labels."""
-    return 40 + (label * 67) % 176, 40 + (label * 151) % 176, 40 + (label * 211) % 176
+    """The colour of a label: labels with the same stripes (`pattern`; those 8 apart) get colours at least
+    60 apart in some channel, so the first 256 labels (8 stripe patterns × 32 colours) all look different."""
+    j = label // 8
+    return 40 + 60 * (j % 4), 40 + 60 * (j // 4 % 4), 70 + 100 * (j // 16 % 2)
 
 
 def pattern(label: int, height: int, width: int) -> np.ndarray:
@@ -49,9 +51,37 @@ def _shuffled_labels(num_classes: int, per_class: int, rng: np.random.Generator)
     return rng.permutation(np.repeat(np.arange(num_classes), per_class))
 
 
+def python2_pickle(obj) -> bytes:
+    """`obj` pickled as Python 2's cPickle wrote the official CIFAR batches (protocol 2): bytes as Python 2
+    `str` opcodes, uint8 arrays rebuilt by `numpy.core.multiarray._reconstruct`. Python 3 cannot write this
+    itself: below protocol 3 it pickles bytes as calls to `_codecs.encode`, which the real files never make.
+    Handles what CIFAR batches hold: dict, list, tuple, bytes, int, None, False and uint8 arrays."""
+    if obj is None:
+        return b"N"
+    if obj is False:
+        return b"\x89"
+    if isinstance(obj, int):
+        return b"J" + struct.pack("<i", obj)
+    if isinstance(obj, bytes):
+        return b"T" + struct.pack("<i", len(obj)) + obj
+    if isinstance(obj, tuple):
+        return b"(" + b"".join(map(python2_pickle, obj)) + b"t"
+    if isinstance(obj, list):
+        return b"](" + b"".join(map(python2_pickle, obj)) + b"e"
+    if isinstance(obj, dict):
+        return b"}(" + b"".join(python2_pickle(k) + python2_pickle(v) for k, v in obj.items()) + b"u"
+    if isinstance(obj, np.ndarray) and obj.dtype == np.uint8:
+        dtype = (b"cnumpy\ndtype\n" + python2_pickle((b"u1", 0, 1)) + b"R"
+                 + python2_pickle((3, b"|", None, None, None, -1, -1, 0)) + b"b")
+        state = b"(" + python2_pickle(1) + python2_pickle(obj.shape) + dtype + b"\x89" + python2_pickle(
+            np.ascontiguousarray(obj).tobytes()) + b"t"
+        return (b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n" + python2_pickle((0,))
+                + python2_pickle(b"b") + b"tR" + state + b"b")
+    raise TypeError(f"python2_pickle does not handle {type(obj).__name__}")
+
+
 def _dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
+    path.write_bytes(b"\x80\x02" + python2_pickle(obj) + b".")
 
 
 def write_cifar10(root: str | Path, per_class_train: int = 10, per_class_test: int = 2,
@@ -147,3 +177,47 @@ def write_garbage(root: str | Path, per_class: int = 10, size: tuple[int, int] =
         for path in out.stray:
             path.write_text("not an image\n")
     return out
+
+
+@dataclass
+class TinyImageNetFiles:
+    """What `write_tinyimagenet` wrote: the `tiny-imagenet-200` folder, the class ids in label order, and
+    the label of each validation image (shuffled, so only the annotations say which class it shows)."""
+
+    root: Path
+    wnids: list[str]
+    val_labels: list[int]
+
+
+def write_tinyimagenet(root: str | Path, per_class_train: int = 10, per_class_val: int = 1, classes: int = 200,
+                       size: int = 16, seed: int = 0) -> TinyImageNetFiles:
+    """Write `root/tiny-imagenet-200/` in the official layout: wnids.txt, words.txt (with extra ids, as the
+    real one lists all of ImageNet's), train/<wnid>/images/<wnid>_<i>.JPEG and <wnid>_boxes.txt,
+    val/images/val_<i>.JPEG with val/val_annotations.txt, and test/images/. Images are size×size JPEGs
+    (the real ones are 64×64); one training image is grayscale, as some real ones are."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "tiny-imagenet-200"
+    wnids = [f"n{1440000 + 7919 * label:08d}" for label in range(classes)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wnids.txt").write_text("".join(f"{wnid}\n" for wnid in wnids))
+    words = [f"{wnid}\tthing {label}, synonym\n" for label, wnid in enumerate(wnids)]
+    (folder / "words.txt").write_text("n00001740\tentity\n" + "".join(words))
+    for label, wnid in enumerate(wnids):
+        images = folder / "train" / wnid / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        for i, pixels in enumerate(_images(np.full(per_class_train, label), size, size, rng)):
+            Image.fromarray(pixels).save(images / f"{wnid}_{i}.JPEG", quality=95)
+        boxes = "".join(f"{wnid}_{i}.JPEG\t0\t0\t{size - 1}\t{size - 1}\n" for i in range(per_class_train))
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text(boxes)
+    Image.open(images / f"{wnids[-1]}_0.JPEG").convert("L").save(images / f"{wnids[-1]}_0.JPEG", quality=95)
+    val_labels = _shuffled_labels(classes, per_class_val, rng).tolist()
+    (folder / "val" / "images").mkdir(parents=True, exist_ok=True)
+    for i, pixels in enumerate(_images(np.array(val_labels), size, size, rng)):
+        Image.fromarray(pixels).save(folder / "val" / "images" / f"val_{i}.JPEG", quality=95)
+    (folder / "val" / "val_annotations.txt").write_text("".join(
+        f"val_{i}.JPEG\t{wnids[label]}\t0\t0\t{size - 1}\t{size - 1}\n" for i, label in enumerate(val_labels)))
+    (folder / "test" / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pattern(0, size, size)).save(folder / "test" / "images" / "test_0.JPEG", quality=95)
+    return TinyImageNetFiles(root=folder, wnids=wnids, val_labels=val_labels)

@@ -5,6 +5,7 @@ CIFAR download is replaced by a function that fails like a machine without netwo
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tarfile
@@ -14,15 +15,17 @@ import warnings
 import zipfile
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from bnnbench.data.base import random_crop_flip, stratified_split
 from bnnbench.errors import BadInput
 from bnnbench.registry import DATASETS
-from tests.datafiles import pattern, write_cifar10, write_cifar100, write_garbage
+from tests.datafiles import pattern, python2_pickle, write_cifar10, write_cifar100, write_garbage, write_tinyimagenet
 
-WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "garbage": write_garbage}
+WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "garbage": write_garbage,
+           "tinyimagenet": write_tinyimagenet}
 KAGGLE = "kaggle datasets download -d mostafaabla/garbage-classification"
 
 
@@ -96,9 +99,7 @@ def test_cifar_pixels_arrive_in_channel_row_column_order(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_offline_without_files_says_which_file_to_put_where(name, tmp_path, monkeypatch):
-    import torchvision.datasets.utils
-
-    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     cls = DATASETS.get(name)
     archive = tmp_path / cls.archive_url.rsplit("/", 1)[-1]
     with pytest.raises(BadInput) as err:
@@ -125,6 +126,170 @@ def test_cifar_archive_put_in_data_dir_is_verified_and_extracted_offline(tmp_pat
     assert sum(dm.split_sizes.values()) == 120
 
 
+def test_cifar_batch_written_by_python3_numpy2_loads_too(tmp_path):
+    """The fixture writes Python 2 pickles like the official files; a batch pickled again by Python 3 and
+    numpy >= 2 (which names numpy._core.multiarray) is admitted as well."""
+    import pickle
+
+    folder = write_cifar10(tmp_path)
+    cls = DATASETS.get("cifar10")
+    batch = cls(data_dir=tmp_path).read_batch(folder / "data_batch_1")
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": batch[0].reshape(-1, 3072), b"labels": batch[1].tolist()}, f, protocol=4)
+    again = cls(data_dir=tmp_path).read_batch(folder / "data_batch_1")
+    assert (again[0] == batch[0]).all() and (again[1] == batch[1]).all()
+
+
+def set_first_label(path, key: bytes, label: int) -> None:
+    """Rewrite a CIFAR batch file (Python 2 format) with its first label changed."""
+    import pickle
+
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")  # our own fixture file, not user data
+    batch[key] = [label] + batch[key][1:]
+    path.write_bytes(b"\x80\x02" + python2_pickle(batch) + b".")
+
+
+@pytest.mark.parametrize("name,batch,key,label,valid", [("cifar10", "data_batch_3", b"labels", 42, "0..9"),
+                                                        ("cifar100", "test", b"fine_labels", 100, "0..99")])
+def test_cifar_batch_with_a_label_outside_the_classes_names_file_label_and_range(name, batch, key, label, valid,
+                                                                                 tmp_path):
+    folder = WRITERS[name](tmp_path)
+    set_first_label(folder / batch, key, label)
+    with pytest.raises(BadInput) as err:
+        loaded(DATASETS.get(name)(data_dir=tmp_path))
+    title = DATASETS.get(name).title
+    assert_one_line_naming(err, folder / batch, f"label {label}", valid, f"not a {title} batch")
+
+
+def test_any_split_with_a_label_outside_the_classes_is_refused_naming_dataset_split_and_label():
+    class Mislabelled(DATASETS.get("fake")):
+        def load_splits(self):
+            splits = super().load_splits()
+            images, labels = splits["val"]
+            splits["val"] = (images, torch.cat([labels[:-1], torch.tensor([7])]))
+            return splits
+
+    with pytest.raises(BadInput) as err:
+        Mislabelled().setup("fit")
+    assert_one_line_naming(err, "dataset 'fake'", "split 'val'", "label 7", "0..3")
+
+
+def corrupt_archive(kind: str, data_dir, source) -> bytes:
+    """The bytes of a broken cifar-10-python.tar.gz: cut in half, or not gzip at all."""
+    archive = data_dir / "whole.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    whole = archive.read_bytes()
+    archive.unlink()
+    return whole[:len(whole) // 2] if kind == "truncated" else b"<html>404 Not Found</html>\n" * 50
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not gzip"])
+@pytest.mark.parametrize("checksum", ["official", "matching"])
+def test_cifar_corrupt_archive_on_disk_is_named_as_corrupt_without_touching_the_network(
+        kind, checksum, tmp_path, monkeypatch):
+    """With the official MD5 the bad archive fails its checksum; with an MD5 that matches (as if the
+    checksum were right) extraction fails. Either way: one line naming it as corrupt, no download."""
+    cls = DATASETS.get("cifar10")
+    write_cifar10(tmp_path / "elsewhere")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    archive = data_dir / "cifar-10-python.tar.gz"
+    archive.write_bytes(corrupt_archive(kind, data_dir, tmp_path / "elsewhere"))
+    if checksum == "matching":
+        monkeypatch.setattr(cls, "archive_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+
+    def network_used(*args, **kwargs):
+        raise AssertionError("the network was used although the archive is on disk")
+
+    monkeypatch.setattr(urllib.request, "urlopen", network_used)
+    before = archive.read_bytes()
+    with pytest.raises(BadInput) as err:
+        loaded(cls(data_dir=data_dir))
+    assert_one_line_naming(err, archive, "is corrupt", cls.archive_url)
+    assert ("MD5" in str(err.value)) == (checksum == "official")
+    assert "failed" not in str(err.value)  # the reason is the file, not a failed download
+    assert archive.read_bytes() == before  # never overwritten
+
+
+def test_cifar_failed_download_leaves_no_partial_archive(tmp_path, monkeypatch):
+    class DroppedConnection:
+        url, length, sent = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 10 ** 6, False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, size):
+            if self.sent:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            self.sent = True
+            return b"\x1f\x8b" + b"x" * 1000
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: DroppedConnection())
+    cls = DATASETS.get("cifar10")
+    with pytest.raises(BadInput) as err:
+        cls(data_dir=tmp_path).prepare_data()
+    assert_one_line_naming(err, "downloading it failed", "Connection reset", cls.archive_url)
+    assert not (tmp_path / "cifar-10-python.tar.gz").exists()  # the next run downloads again
+
+
+CORRUPT_BATCHES = {
+    "not a pickle": lambda whole: b"this is a text file, not a pickle\n" * 20,
+    "truncated": lambda whole: whole[:len(whole) // 2],
+    "wrong keys": lambda whole: b"\x80\x02" + python2_pickle({b"pixels": [1, 2], b"labels": [0, 1]}) + b".",
+    "wrong shape": lambda whole: b"\x80\x02" + python2_pickle(
+        {b"data": np.zeros((4, 3000), np.uint8), b"labels": [0, 1, 2, 3]}) + b".",
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT_BATCHES))
+def test_cifar_corrupt_batch_file_is_named_as_corrupt(kind, tmp_path):
+    folder = write_cifar10(tmp_path)
+    batch = folder / "test_batch"
+    batch.write_bytes(CORRUPT_BATCHES[kind](batch.read_bytes()))
+    with pytest.raises(BadInput) as err:
+        loaded(DATASETS.get("cifar10")(data_dir=tmp_path))
+    assert_one_line_naming(err, batch, "is corrupt", "not a CIFAR-10 batch")
+
+
+class _Payload:
+    """Unpickling this calls `call(*args)`: what a malicious "batch" could do."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def payloads(marker):
+    import os
+
+    return {"open": _Payload(open, str(marker), "w"), "os.system": _Payload(os.system, f"touch {marker}")}
+
+
+@pytest.mark.parametrize("payload", ["open", "os.system"])
+def test_cifar_batch_that_would_run_code_is_refused_and_runs_nothing(payload, tmp_path):
+    import pickle
+
+    proof = tmp_path / "plain-pickle-ran-it"
+    pickle.loads(pickle.dumps(payloads(proof)[payload]))  # the payload is real: a plain load runs it
+    assert proof.exists()
+
+    folder = write_cifar10(tmp_path)
+    marker = tmp_path / "created-by-loading"
+    batch = folder / "data_batch_2"
+    batch.write_bytes(pickle.dumps({b"data": payloads(marker)[payload], b"labels": [0]}))
+    with pytest.raises(BadInput) as err:
+        loaded(DATASETS.get("cifar10")(data_dir=tmp_path))
+    assert_one_line_naming(err, batch, "is not a CIFAR batch", "it references", payload.split(".")[-1])
+    assert not marker.exists()
+
+
 # -- splits ---------------------------------------------------------------------------------------------
 def test_stratified_split_is_reproducible_from_the_seed_and_stratified():
     labels = torch.arange(200) % 4
@@ -139,10 +304,10 @@ def test_stratified_split_is_reproducible_from_the_seed_and_stratified():
         assert torch.equal(torch.bincount(labels[part]), torch.full((4,), per_class))
 
 
-@pytest.mark.parametrize("name", ["cifar10", "garbage"])
+@pytest.mark.parametrize("name", ["cifar10", "garbage", "tinyimagenet"])
 def test_dataset_split_is_the_same_for_a_seed_and_differs_across_seeds(name, tmp_path):
     WRITERS[name](tmp_path)
-    kwargs = {"image_size": 16} if name == "garbage" else {}
+    kwargs = {"image_size": 16} if name in ("garbage", "tinyimagenet") else {}
 
     def val(seed):
         return loaded(DATASETS.get(name)(data_dir=tmp_path, seed=seed, **kwargs)).splits["val"]
@@ -215,6 +380,40 @@ def test_garbage_cache_is_written_once_and_reused_without_decoding(tmp_path, mon
     assert len(list((tmp_path / ".bnnbench-cache").glob("*.pt"))) == 2
 
 
+def test_garbage_cache_is_rebuilt_when_an_image_changes_at_the_same_size_or_one_is_added(tmp_path):
+    """BMPs of the same width and height have the same byte size whatever their colours: only the
+    modification time tells the cache that the file changed."""
+    from PIL import Image
+
+    files = write_garbage(tmp_path, size=(24, 20), corrupt=False)
+    swapped = files.root / "battery" / "swapped.bmp"
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(swapped)
+    first = loaded(garbage(tmp_path, image_size=16))
+    assert first.load_images()[0][first.files.index("battery/swapped.bmp"), :, 0, 0].tolist() == [10, 200, 30]
+
+    size, mtime = swapped.stat().st_size, swapped.stat().st_mtime_ns
+    Image.new("RGB", (16, 16), (250, 5, 99)).save(swapped)
+    os.utime(swapped, ns=(mtime + 2_000_000_000, mtime + 2_000_000_000))  # coarse clocks: surely later
+    assert swapped.stat().st_size == size
+    second = loaded(garbage(tmp_path, image_size=16))
+    assert second.load_images()[0][second.files.index("battery/swapped.bmp"), :, 0, 0].tolist() == [250, 5, 99]
+    assert len(list((tmp_path / ".bnnbench-cache").glob("*.pt"))) == 2
+
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(files.root / "metal" / "added.png")
+    third = loaded(garbage(tmp_path, image_size=16))
+    assert len(third.files) == len(second.files) + 1 and "metal/added.png" in third.files
+    assert len(list((tmp_path / ".bnnbench-cache").glob("*.pt"))) == 3
+
+
+def test_extra_params_are_the_split_sizes_plus_skipped_images_for_image_folders(tmp_path):
+    write_garbage(tmp_path, size=(24, 20))
+    dm = loaded(garbage(tmp_path, image_size=16))
+    sizes = {f"data/{split}_size": n for split, n in dm.split_sizes.items()}
+    assert dm.extra_params() == {**sizes, "data/skipped_images": 1}
+    fake = loaded(DATASETS.get("fake")())
+    assert fake.extra_params() == {"data/train_size": 64, "data/val_size": 32, "data/test_size": 32}
+
+
 def test_garbage_archive_zip_in_dir_is_extracted_and_used(tmp_path):
     files = write_garbage(tmp_path / "download", size=(24, 20), corrupt=False, stray=False)
     data_dir = tmp_path / "data"
@@ -256,6 +455,26 @@ def test_garbage_missing_class_folders_are_named(tmp_path):
     with pytest.raises(BadInput) as err:
         loaded(garbage(tmp_path, image_size=16))
     assert_one_line_naming(err, files.root, "shoes, trash", "<class>/*.jpg")
+
+
+def test_garbage_class_folder_without_images_is_named(tmp_path):
+    files = write_garbage(tmp_path, size=(24, 20), stray=False)
+    for image in (files.root / "shoes").iterdir():
+        image.unlink()
+    (files.root / "shoes" / "notes.txt").write_text("not an image\n")
+    with pytest.raises(BadInput) as err:
+        loaded(garbage(tmp_path, image_size=16))
+    assert_one_line_naming(err, files.root / "shoes", "no image files", "without a readable image")
+    assert str(files.root / "trash") not in str(err.value)
+
+
+def test_garbage_class_folder_whose_images_are_all_unreadable_is_named(tmp_path):
+    files = write_garbage(tmp_path, size=(24, 20))
+    for image in (files.root / "trash").iterdir():
+        image.write_bytes(b"not a JPEG at all")
+    with pytest.raises(BadInput) as err:
+        loaded(garbage(tmp_path, image_size=16))
+    assert_one_line_naming(err, files.root / "trash", "all 10 images unreadable")
 
 
 def test_garbage_with_too_few_images_says_how_many_are_needed(tmp_path):
@@ -300,3 +519,49 @@ def test_garbage_paper_augmentation_is_per_sample_and_keeps_shape(tmp_path):
     assert not torch.equal(out, x)
     assert not all(torch.equal(out[0], o) for o in out[1:])  # each image draws its own rotation, jitter
     assert out.min() >= 0 and out.max() <= 1
+
+
+# -- what the command line shows ------------------------------------------------------------------------
+def cifar_with_label_42(data_dir):
+    folder = write_cifar10(data_dir)
+    set_first_label(folder / "data_batch_1", b"labels", 42)
+    return folder / "data_batch_1"
+
+
+def cifar_with_corrupt_archive(data_dir):
+    data_dir.mkdir(parents=True)
+    archive = data_dir / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00 cut short")
+    return archive
+
+
+def cifar_with_code_in_a_batch(data_dir):
+    import pickle
+
+    folder = write_cifar10(data_dir)
+    (folder / "test_batch").write_bytes(pickle.dumps(payloads(data_dir / "created-by-loading")["os.system"]))
+    return folder / "test_batch"
+
+
+def garbage_with_an_empty_class(data_dir):
+    files = write_garbage(data_dir, size=(24, 20), corrupt=False, stray=False)
+    for image in (files.root / "clothes").iterdir():
+        image.unlink()
+    return files.root / "clothes"
+
+
+@pytest.mark.parametrize("dataset,breaks", [("cifar10", cifar_with_label_42), ("cifar10", cifar_with_corrupt_archive),
+                                            ("cifar10", cifar_with_code_in_a_batch),
+                                            ("garbage", garbage_with_an_empty_class)])
+def test_cli_reports_bad_data_as_one_line_naming_the_file_and_exits_2(dataset, breaks, tmp_path, monkeypatch,
+                                                                       capsys):
+    from bnnbench.cli import main
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    data_dir = tmp_path / "data"
+    bad_file = breaks(data_dir)
+    code = main(["run", "--method", "fp", "--dataset", dataset, "--data-dir", str(data_dir), "--tracking-uri",
+                 f"sqlite:///{tmp_path}/m.db", "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and str(bad_file) in err, err
+    assert not (data_dir / "created-by-loading").exists()

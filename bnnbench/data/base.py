@@ -5,21 +5,45 @@ into them, so there is no per-sample Python or PIL work in the training loop. Co
 augmentation and normalisation run on whole batches in `on_after_batch_transfer`, i.e. on the same
 device as the model. Splits use scikit-learn's stratified `train_test_split` with the run's seed.
 DataModules know nothing of methods, MLflow or the CLI.
+
+`ImageFolderDataModule` is the shared base of datasets that come as class folders of image files
+(Garbage, Tiny ImageNet): every readable image is decoded once with PIL, converted to RGB, resized to
+size×size (bilinear) and the uint8 stack is cached under `data_dir/.bnnbench-cache/`, keyed by the size
+and by every file's name, label, byte size and modification time, so later epochs and runs never decode
+a JPEG again and adding, removing, replacing or touching a file makes a new cache. Unreadable files are
+skipped with a warning naming each one; a class without any readable image is refused, since it would
+otherwise vanish from the splits (or break stratification) without a word.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import warnings
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from bnnbench.errors import BadInput
 
+log = logging.getLogger(__name__)
+
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images N×C×H×W, int64 labels N)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines included) made one space, for a one-line error."""
+    return " ".join(str(text).split())
 
 
 def stratified_split(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
@@ -92,6 +116,24 @@ class _IndexedTensors(Dataset):
         return self.images[indices], self.labels[indices]
 
 
+class EpochShuffledBatches(BatchSampler):
+    """Shuffled batches whose order is a function of (seed, epoch) alone.
+
+    Lightning calls `set_epoch` before every training epoch, so a run resumed from a checkpoint at
+    epoch k draws exactly the order an uninterrupted run draws at epoch k (one generator carried across
+    epochs would restart from epoch 0's order).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int):
+        self.generator = torch.Generator()
+        self.seed = seed
+        super().__init__(RandomSampler(dataset, generator=self.generator), batch_size, drop_last=False)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Base for a registered dataset: subclasses set the class attributes and implement `load_splits`."""
 
@@ -131,7 +173,16 @@ class TensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             splits = self.load_splits()
+            for split, (_, labels) in splits.items():
+                bad = labels[(labels < 0) | (labels >= self.num_classes)]
+                if len(bad):
+                    raise BadInput(f"dataset '{self.name}' split '{split}' has label {int(bad[0])}; valid labels "
+                                   f"are 0..{self.num_classes - 1} ({self.num_classes} classes)")
             self.splits = {k: (resize_uint8(x, self.size), y) for k, (x, y) in splits.items()}
+
+    def extra_params(self) -> dict[str, Any]:
+        """Params this dataset wants recorded with a run (the runner asks after `setup("fit")`)."""
+        return {f"data/{split}_size": n for split, n in self.split_sizes.items()}
 
     @property
     def has_test(self) -> bool:
@@ -147,10 +198,10 @@ class TensorDataModule(pl.LightningDataModule):
         self.setup()
         dataset = _IndexedTensors(*self.splits[split])
         if shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            batches = EpochShuffledBatches(dataset, self.batch_size, self.seed)
         else:
-            sampler = SequentialSampler(dataset)
-        return DataLoader(dataset, sampler=BatchSampler(sampler, self.batch_size, drop_last=False), batch_size=None)
+            batches = BatchSampler(SequentialSampler(dataset), self.batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -170,3 +221,159 @@ class TensorDataModule(pl.LightningDataModule):
             x = self.augment(x)
         x = (x - self._mean.to(x.device)) / self._std.to(x.device)
         return x, y
+
+
+def extract_zip(archive: Path, into: Path) -> None:
+    """Extract a downloaded zip (zipfile drops `..` and absolute parts of member names, so nothing lands
+    outside `into`); a damaged archive is one line naming it."""
+    log.info("extracting %s into %s", archive, into)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(into)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise BadInput(f"{archive} is corrupt, not a readable zip file ({one_line(err)}); download it again") from None
+
+
+class ImageFolderDataModule(TensorDataModule):
+    """Base for datasets of class folders of image files: decoded once, cached, split by stratified fractions.
+
+    A subclass sets the TensorDataModule class attributes plus `title` and `split_fractions`, and
+    implements `how_to_get()`, `image_root()` (find or extract the files, or raise a BadInput that says
+    how to get them) and `class_folders(root)` (one folder per label, in label order). Mode "fair" (and
+    any other mode a subclass gives fractions for) splits the class-folder images train/val(/test);
+    fair augmentation is the shared random crop (zero padding size/8, CIFAR's 4 px at 32) and flip.
+    """
+
+    title: ClassVar[str]  # the dataset's name in messages
+    split_fractions: ClassVar[dict[str, tuple[float, ...]]]  # mode -> train, val(, test) fractions
+    cache_folder: ClassVar[str] = ".bnnbench-cache"
+    cache_version: ClassVar[int] = 1  # bump when decoding changes, so old caches are not reused
+
+    def __init__(self, data_dir: str | Path = "data", batch_size: int | None = None, image_size: int | None = None,
+                 seed: int = 0, mode: str = "fair"):
+        if mode not in self.split_fractions:
+            raise BadInput(f"unknown mode '{mode}' for dataset {self.name}; valid: {', '.join(self.split_fractions)}")
+        super().__init__(data_dir=data_dir, batch_size=batch_size, image_size=image_size, seed=seed, mode=mode)
+        self.files: list[str] = []  # root-relative names of the loaded class-folder images, in tensor order
+        self.skipped_files: list[str] = []  # full paths of unreadable images
+
+    # -- what a subclass provides -------------------------------------------------------------------
+    def how_to_get(self) -> str:
+        """The instructions that end every 'files not found' message."""
+        raise NotImplementedError
+
+    def image_root(self) -> Path:
+        """The folder that image names are relative to; extracts an archive first if that is all there is."""
+        raise NotImplementedError
+
+    def class_folders(self, root: Path) -> list[Path]:
+        """The existing folder of each class, in label order."""
+        raise NotImplementedError
+
+    # -- decoding and caching -----------------------------------------------------------------------
+    @staticmethod
+    def image_files(folder: Path) -> list[Path]:
+        """Image-like files of a folder, sorted so the order (and the cache key) is stable; hidden files and
+        files without an image suffix are ignored silently."""
+        return [path for path in sorted(folder.iterdir()) if path.is_file() and not path.name.startswith(".")
+                and path.suffix.lower() in IMAGE_SUFFIXES]
+
+    def cache_path(self, root: Path, names: list[str], labels: list[int]) -> Path:
+        """Keyed by size and by each file's name, label, byte size and mtime (ns): any change is a new cache."""
+        listing = []
+        for name, label in zip(names, labels, strict=True):
+            stat = (root / name).stat()
+            listing.append(f"{name}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
+        digest = hashlib.sha1("".join(listing).encode()).hexdigest()[:12]
+        return self.data_dir / self.cache_folder / f"{self.name}-v{self.cache_version}-{self.size}px-{digest}.pt"
+
+    def decode(self, root: Path, names: list[str], labels: list[int]) -> dict:
+        """Decode, convert to RGB and resize each image once (threads: PIL releases the GIL to decode)."""
+        from PIL import Image
+
+        size = self.size
+
+        def read(name: str) -> np.ndarray | str:
+            try:
+                with Image.open(root / name) as image:
+                    if image.mode == "P":  # palette with transparency: PIL warns unless it goes via RGBA
+                        image = image.convert("RGBA")
+                    return np.array(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                return f"{type(err).__name__}: {err}"
+
+        log.info("decoding %d images in %s to %d×%d once (cached afterwards)", len(names), root, size, size)
+        images = torch.empty((len(names), 3, size, size), dtype=torch.uint8)
+        kept, kept_labels, skipped = [], [], []
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for name, label, result in zip(names, labels, pool.map(read, names), strict=True):
+                if isinstance(result, str):
+                    warnings.warn(f"skipping unreadable image {root / name} ({result})", stacklevel=4)
+                    skipped.append(name)
+                    continue
+                images[len(kept)] = torch.from_numpy(result).permute(2, 0, 1)
+                kept.append(name)
+                kept_labels.append(label)
+        if len(kept) < len(names):
+            images = images[:len(kept)].clone()  # torch.save of a slice would store the whole buffer
+        return {"images": images, "labels": torch.tensor(kept_labels, dtype=torch.int64),
+                "files": kept, "skipped": skipped}
+
+    def load_files(self, root: Path, names: list[str], labels: list[int]) -> dict:
+        """The decoded `names` (relative to `root`): read from the cache, or decoded now and cached."""
+        cache = self.cache_path(root, names, labels)
+        if cache.is_file():
+            return torch.load(cache, weights_only=True, mmap=True)
+        data = self.decode(root, names, labels)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # parallel runs never read half a file
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            torch.save(data, tmp)
+            os.replace(tmp, cache)
+        except OSError as err:
+            warnings.warn(f"could not write the image cache {cache} ({err}); images will be decoded again "
+                          f"next time", stacklevel=3)
+        return data
+
+    # -- loading and splitting ----------------------------------------------------------------------
+    def load_images(self) -> Split:
+        """Every readable class-folder image at `self.size` and its label, in `self.files` order."""
+        root = self.image_root()
+        folders = self.class_folders(root)
+        groups = [self.image_files(folder) for folder in folders]
+        if not any(groups):
+            raise BadInput(f"no images in the {self.title} class folders under {root} (looked for "
+                           f"{', '.join(sorted(IMAGE_SUFFIXES))}); {self.how_to_get()}")
+        names = [path.relative_to(root).as_posix() for group in groups for path in group]
+        labels = [label for label, group in enumerate(groups) for _ in group]
+        data = self.load_files(root, names, labels)
+        self.files = data["files"]
+        self.skipped_files = [str(root / name) for name in data["skipped"]]
+        counts = torch.bincount(data["labels"], minlength=len(folders)).tolist()
+        empty = [f"{folder} ({f'all {len(group)} images unreadable' if group else 'no image files'})"
+                 for folder, group, count in zip(folders, groups, counts, strict=True) if count == 0]
+        if empty:
+            raise BadInput(f"{self.title} class folders without a readable image: {'; '.join(empty)}; every class "
+                           f"needs images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return data["images"], data["labels"]
+
+    def split_pool(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Split]:
+        """train, val (and test, for three fractions) by this mode's stratified, seeded fractions."""
+        try:
+            parts = stratified_split(labels, self.split_fractions[self.mode], self.seed)
+        except BadInput as err:
+            raise BadInput(f"{self.data_dir}: {err}") from None
+        names = ("train", "val", "test")[:len(parts)]
+        return {split: (images[idx], labels[idx]) for split, idx in zip(names, parts, strict=True)}
+
+    def prepare_data(self) -> None:
+        self.load_images()  # decodes and writes the cache once; setup reads it back
+
+    def load_splits(self) -> dict[str, Split]:
+        return self.split_pool(*self.load_images())
+
+    def extra_params(self) -> dict[str, Any]:
+        return {**super().extra_params(), "data/skipped_images": len(self.skipped_files)}
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return random_crop_flip(x, padding=self.size // 8, flip=True)
