@@ -36,8 +36,8 @@ class Timing(pl.Callback):
     """`time/wall_s` (training and testing, summed over resumes), `time/epoch_s`, `time/first_step_s`
     (with `--compile` mostly compilation) and `epochs_completed`."""
 
-    def __init__(self, record: tracking.RecordedRun):
-        self.record = record
+    def __init__(self, record: tracking.RecordedRun, has_test: bool):
+        self.record, self.has_test = record, has_test
         self.seconds_before = 0.0  # of earlier processes of a resumed run
         self.first_step_s = math.nan
         self._started = time.perf_counter()
@@ -63,8 +63,9 @@ class Timing(pl.Callback):
 
     def on_fit_end(self, trainer, module):
         seconds = self.seconds()
-        self.record.log_metrics({"time/wall_s": seconds, "time/epoch_s": seconds / max(trainer.current_epoch, 1),
-                                 "time/first_step_s": self.first_step_s, "epochs_completed": trainer.current_epoch},
+        metrics = {"time/epoch_s": seconds / max(trainer.current_epoch, 1), "time/first_step_s": self.first_step_s,
+                   "epochs_completed": trainer.current_epoch}
+        self.record.log_metrics(metrics if self.has_test else {**metrics, "time/wall_s": seconds},
                                 step=trainer.global_step)
 
     def on_test_end(self, trainer, module):

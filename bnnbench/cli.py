@@ -121,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", default="leaderboard/results.csv", help="rows with provenance, merged by run id")
     p.add_argument("--out", default="leaderboard/README.md", help="the Markdown page; plots go beside it")
     p.add_argument("--published", help="published numbers (default: published.csv beside --export)")
+    p.add_argument("--readme", help="README whose block between '<!-- results:start -->' and '<!-- results:end -->' "
+                                    "is rewritten with a compact results table (default: README.md in the folder "
+                                    "above --export's, i.e. ./README.md for leaderboard/results.csv; a README "
+                                    "without the markers is left alone)")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 if --out differs from what --export renders; reads no MLflow, writes nothing")
+                   help="exit 1 if --out or the README's results block differs from what --export renders; reads "
+                        "no MLflow, writes nothing")
     p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("bench-step", help="time training steps of methods side by side (synthetic data)")
@@ -167,9 +172,10 @@ def run_config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
-        given = [flag for flag in ("method", "dataset", "arch", "mode", "epochs", "batch_size", "image_size", "seed",
-                                   "recipe", "from_study", "data_dir", "experiment", "precision", "compile")
-                 if getattr(args, flag, None)] + (["set"] if args.overrides else [])
+        from bnnbench.config import RECIPE_KEYS
+
+        given = [flag for flag in (*RECIPE_KEYS, "recipe", "from_study") if getattr(args, flag, None) is not None]
+        given += ["set"] if args.overrides else []
         if given:
             raise BadInput(f"--resume continues a recorded run as it was; leave out --{given[0].replace('_', '-')}")
         from bnnbench.runner import resume_config
@@ -277,13 +283,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bnnbench import leaderboard
 
     if args.check:
-        problem = leaderboard.check(args.export, args.out, args.published)
+        problem = leaderboard.check(args.export, args.out, args.published, readme=args.readme)
         if problem:
             print(f"bnnbench: {problem}", file=sys.stderr)
             return 1
         print(f"{args.out} is up to date")
         return 0
-    leaderboard.update(args.tracking_uri, args.export, args.out, args.published)
+    leaderboard.update(args.tracking_uri, args.export, args.out, args.published, readme=args.readme)
     return 0
 
 
@@ -362,11 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"bnnbench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bnnbench: interrupted (a started run is marked KILLED in MLflow; --resume RUN_ID continues it)",
-              file=sys.stderr)
-        return 130
-    except Terminated:
-        print("bnnbench: terminated (SIGTERM); a started run is marked KILLED in MLflow (--resume RUN_ID "
-              "continues it)", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as stop:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        run_id = stop.args[0] if stop.args else None  # the recorded run that was stopped, if any
+        where = f"; run {run_id} is KILLED in MLflow, 'bnnbench run --resume {run_id}' continues it" if run_id else ""
+        print(f"bnnbench: {what}{where}", file=sys.stderr)
+        return code

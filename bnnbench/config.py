@@ -104,6 +104,9 @@ class MethodConfig:
     early_stopping_patience_epochs: NonNegativeInt = 0  # epochs without improvement before stopping; 0 = never
     early_stopping_min_delta: NonNegativeFloat = 0.001  # smallest change of `monitor` that counts as improvement
 
+    def __post_init__(self):
+        validate(self)  # the declared ranges, also for a config built directly in code or a test
+
 
 def config_fields(cls: type) -> dict[str, Any]:
     """Field name -> resolved type annotation (with its `Annotated` range, if any)."""

@@ -83,11 +83,16 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
     with tracking.RecordedRun(resolved, datamodule.extra_params(), device_name(resolved.accelerator),
                               resume_id=resume) as record:
         checkpoints = record.checkpoint_dir
-        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, monitor="val/acc", mode="max", save_top_k=1,
-                                            save_last=True)
+        # The best epoch (tested at the end) and the latest one (resumed from). Lightning's `save_last`
+        # refreshes `last.ckpt` only in epochs that improve the monitored metric, so it is its own callback.
+        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc",
+                                            mode="max", save_top_k=1)
+        latest = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
+                                              save_on_train_epoch_end=True, enable_version_counter=False)
         trainer = pl.Trainer(
             max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
-            callbacks=[best, cb.RandomState(), cb.Timing(record), cb.Heartbeat(record), cb.CostMetrics(costs, record),
+            callbacks=[best, latest, cb.RandomState(), cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
+                       cb.CostMetrics(costs, record),
                        cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
                        *(callbacks or [])],
             plugins=[cb.AtomicCheckpointIO()], logger=[record.logger] + ([record.mirror] if record.mirror else []),
@@ -101,7 +106,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
         if trainer.interrupted:
             raise KeyboardInterrupt
         if datamodule.has_test:
-            trainer.test(method, datamodule=datamodule, ckpt_path="best", verbose=False)
+            trainer.test(method, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)
         metrics = record.metrics()
     return RunResult(run_id=record.run_id, status="FINISHED", metrics=metrics, experiment=resolved.experiment)
 

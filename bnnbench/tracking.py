@@ -206,6 +206,13 @@ def experiment_id(uri: str | None, name: str) -> str:
     return found.experiment_id
 
 
+@functools.lru_cache(maxsize=1)
+def _source_state() -> tuple[str | None, str | None]:
+    """The git commit and `git status` of this checkout, read once per process: the code a process runs
+    is the code it imported, whatever happens to the working tree while it trains (like `code_id`)."""
+    return _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
@@ -223,8 +230,7 @@ def provenance_tags(device: str) -> dict[str, str]:
 
     import bnnbench
 
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, status = _source_state()
     return {
         "mlflow.source.git.commit": commit or "unknown",
         "git_commit": commit or "unknown",
@@ -280,7 +286,8 @@ class RecordedRun:
     the dataset's own, and `config.yaml` (a recipe that reproduces the run, written first so that an
     interrupted run can be resumed from it) — or, given `resume_id`, reopens that run as RUNNING under
     this process. It installs a SIGTERM handler for its duration. On exit it sets the final status;
-    an exception becomes `RunFailed`, Ctrl-C a `KeyboardInterrupt`, SIGTERM a `Terminated`.
+    an exception becomes `RunFailed`, Ctrl-C a `KeyboardInterrupt`, SIGTERM a `Terminated` (these two
+    carry the run id, for the resume hint).
     """
 
     def __init__(self, resolved, extra_params: dict[str, Any], device: str, resume_id: str | None = None):
@@ -334,11 +341,11 @@ class RecordedRun:
             return False
         if isinstance(error, Terminated):
             self.end("KILLED", "terminated (SIGTERM)")
-            return False
+            raise Terminated(self.run_id) from None
         if isinstance(error, KeyboardInterrupt | SystemExit):
             # Lightning turns Ctrl-C into SystemExit after its own handling; either way the user stopped it.
             self.end("KILLED", "interrupted by the user")
-            raise KeyboardInterrupt from None
+            raise KeyboardInterrupt(self.run_id) from None
         reason = f"{type(error).__name__}: {error}"
         self.end("FAILED", reason)
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)

@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 
 from bnnbench import runner, tracking
 from bnnbench.config import ResolvedRun, RunConfig, resolve
-from bnnbench.errors import BadInput
+from bnnbench.errors import BadInput, Terminated
 from bnnbench.registry import unknown_choice
 
 OBJECTIVE = "val/acc_best"  # what a trial returns (maximized)
@@ -199,7 +199,7 @@ def _check_identity(study, identity: dict[str, Any], storage: str) -> None:
     if recorded.get("config_id") != identity["config_id"]:
         was, now = recorded.get("params", {}), identity["params"]
         keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-        differences = ", ".join(f"{k}: study {was.get(k)!r}, now {now.get(k)!r}" for k in keys[:4])
+        differences = ", ".join(f"{k}: study {was.get(k, '-')}, now {now.get(k, '-')}" for k in keys[:4])
         raise BadInput(f"study '{study.study_name}' in '{display_url(storage)}' tunes another configuration "
                        f"({differences}); use the same flags to add trials, or --study-name for a new study")
 
@@ -258,9 +258,11 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
     except BaseException as error:
         if trial is not None:  # interrupted inside a trial (Ctrl-C, or a bug): the trial failed
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        interrupted = isinstance(error, KeyboardInterrupt)
-        tracking.end_run(cfg.tracking_uri, parent, "KILLED" if interrupted else "FAILED",
-                         None if interrupted else f"{type(error).__name__}: {error}")
+        if isinstance(error, KeyboardInterrupt | Terminated):
+            reason = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted by the user"
+            tracking.end_run(cfg.tracking_uri, parent, "KILLED", reason)
+        else:
+            tracking.end_run(cfg.tracking_uri, parent, "FAILED", f"{type(error).__name__}: {error}")
         raise
 
     best = _best_trial(study)

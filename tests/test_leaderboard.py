@@ -89,13 +89,20 @@ def table_row(markdown: str, *cells: str) -> list[str]:
     return [c.strip() for c in found[0].strip("|").split("|")]
 
 
-def header(markdown: str) -> list[str]:
-    line = next(line for line in markdown.splitlines() if line.startswith("| # |"))
+def header(markdown: str, *cells: str) -> list[str]:
+    """The header of the leaderboard table holding the row with all of `cells` (without cells: the first
+    table's); each dataset's table has its own columns."""
+    lines = markdown.splitlines()
+    if cells:
+        row = table_row(markdown, *cells)
+        at = next(i for i, line in enumerate(lines) if [c.strip() for c in line.strip("|").split("|")] == row)
+        lines = lines[at::-1]  # the nearest header above the row
+    line = next(line for line in lines if line.startswith("| # |"))
     return [c.strip() for c in line.strip("|").split("|")]
 
 
 def cell(markdown: str, column: str, *cells: str) -> str:
-    return table_row(markdown, *cells)[header(markdown).index(column)]
+    return table_row(markdown, *cells)[header(markdown, *cells).index(column)]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +160,8 @@ def test_only_finished_runs_with_a_finite_accuracy_reach_results_csv(store, tmp_
     assert "test accuracy % mean ± std (n)" in header(page)
     assert "FINISHED" in page and "bnnbench leaderboard --check" in page
     assert cell(page, "test accuracy % mean ± std (n)", "dra", "fair") == "91.00 ± 1.00 (3)"
-    assert "![digits: accuracy vs OPs" in page and (tmp_path / "lb" / "digits.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![digits: accuracy against model size and against OPs" in page
+    assert (tmp_path / "lb" / "digits.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_missing_store_named_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys):
@@ -178,6 +186,35 @@ def test_seeds_of_one_config_are_one_group_and_configs_are_separate(published):
     assert table_row(page, "activation=prelu")[0] == "1"  # sorted by accuracy
     assert cell(page, "OPs / image", "activation=relu") == "3.72 k"
     assert cell(page, "binary params", "activation=relu") == "5,120"
+
+
+def test_a_repeated_seed_counts_once_and_only_the_newest_code_is_shown(published):
+    def at(run_id, acc, seed, code, start):
+        return {**fake_run(run_id, acc, seed=seed), "start_time": start,
+                "tags": {**PROVENANCE, "code_id": code}}
+
+    old_code = [at(f"old{s}", 0.50, s, "aaaa", 1000 + s) for s in range(3)]
+    new_code = [at("n0", 0.90, 0, "bbbb", 5000), at("n1", 0.92, 1, "bbbb", 5001)]
+    repeated = at("n0-again", 0.99, 0, "bbbb", 6000)  # the same configuration, code and seed, trained twice
+    results = rows(*old_code, *new_code, repeated)
+    page, _ = leaderboard.render(results, published, plots=False)
+    assert cell(page, "test accuracy % mean ± std (n)", "dra", "fair") == "91.00 ± 1.41 (2)"  # n = distinct seeds
+    assert "3 runs of older code and 1 repeated seeds are left out" in page
+
+    # results.csv never takes the same (configuration, code, seed) twice, however often a suite reruns
+    merged = leaderboard.merge(leaderboard.merge(rows(*old_code), rows(*new_code)), rows(repeated))
+    assert sorted(merged["run_id"]) == sorted([r["run_id"] for r in old_code + new_code])
+    again = leaderboard.merge(merged, rows(at("n2", 0.91, 2, "bbbb", 7000), at("n2b", 0.91, 2, "bbbb", 7001)))
+    assert sorted(set(again["run_id"]) - set(merged["run_id"])) == ["n2"]
+
+
+def test_runs_recorded_before_the_identities_group_by_their_params(tmp_path, published):
+    results = rows(*[fake_run(f"p{s}", 0.9, seed=s) for s in range(2)])
+    legacy = results.drop(columns=["config_id", "code_id"]).assign(config_hash="deadbeef")
+    legacy.to_csv(tmp_path / "results.csv", index=False)
+    read = leaderboard.read_results(tmp_path / "results.csv")
+    assert list(read["config_id"]) == list(results["config_id"]) and set(read["code_id"]) == {""}
+    assert "config_hash" not in read.columns
 
 
 def test_welch_marker_and_untestable_single_runs(published):
@@ -279,3 +316,204 @@ def test_the_committed_published_numbers_are_valid_and_cite_their_table():
     annealed = lookup["AdaSTE", "cifar10", "resnet18", "adaste", "AdaSTE (with annealing) (*)", "500"]
     assert annealed == ("94.11", "0.08", "5")
     assert lookup["BNEW", "cifar100", "resnet20", "bop", "BOP", "200"] == ("54.3", "0.7", "5")
+
+
+# -- the page's layout, the README block and the plots ---------------------------------------------------------
+SPLITS = {"BWN": {"cost/fp_macs": 2560.0, "cost/bwn_macs": 1152.0, "cost/bops": 0.0, "cost/ops": 3712.0},
+          "W1A1": {"cost/fp_macs": 2560.0, "cost/bwn_macs": 0.0, "cost/bops": 73728.0, "cost/ops": 3712.0},
+          "FP": {"cost/fp_macs": 52480.0, "cost/bwn_macs": 0.0, "cost/bops": 0.0, "cost/ops": 52480.0,
+                 "cost/params_binary": 0.0, "cost/params_real": 6730.0, "cost/size_kib": 26.29}}
+
+
+def costed(run_id, acc, regime, **kwargs) -> dict:
+    """`fake_run` with the cost split of a BWN, W1A1 or FP network."""
+    run = fake_run(run_id, acc, **kwargs)
+    return {**run, "metrics": {**run["metrics"], **SPLITS[regime]}}
+
+
+def test_the_regime_comes_from_the_cost_split():
+    assert leaderboard.regime({"cost/bops": 544.0, "cost/bwn_macs": 1152.0, "cost/fp_macs": 2560.0}) == "W1A1"
+    assert leaderboard.regime({"cost/bops": 0.0, "cost/bwn_macs": 1152.0, "cost/fp_macs": 2560.0}) == "BWN"
+    assert leaderboard.regime({"cost/bops": 0.0, "cost/bwn_macs": 0.0, "cost/fp_macs": 2560.0}) == "FP"
+    assert leaderboard.regime({"cost/params_binary": 0.0}) == "FP"  # no binary weights at all
+    assert leaderboard.regime({"cost/params_binary": 5120.0}) == "—"  # binary, but no split recorded
+    assert leaderboard.regime({}) == "—"
+
+
+def test_a_section_opens_with_the_best_bwn_the_best_w1a1_and_fp(published):
+    accuracies = {("ste", "BWN"): [0.90, 0.92, 0.91], ("bmd", "BWN"): [0.95, 0.93, 0.96],
+                  ("bnn", "W1A1"): [0.85, 0.80, 0.83], ("xnor", "W1A1"): [0.88, 0.86, 0.87],
+                  ("fp", "FP"): [0.97, 0.98, 0.99]}
+    runs = [costed(f"{m}{s}", a, regime, method=m, seed=s) for (m, regime), accs in accuracies.items()
+            for s, a in enumerate(accs)]
+    results = rows(*runs)
+    page, _ = leaderboard.render(results, published, plots=False)
+
+    def numbers(method: str) -> str:  # from the rows, as the sentence must state them
+        accs = 100 * results[results["method"] == method]["acc"].astype(float)
+        return f"{accs.mean():.2f} ± {accs.std(ddof=1):.2f} % (n = {len(accs)})"
+
+    lines = page.splitlines()
+    opening = lines[lines.index("## digits") + 2]
+    assert opening == (f"Best BWN (binary weights, real activations) is **bmd** with {numbers('bmd')}, best W1A1 "
+                       f"(binary weights and activations) is **xnor** with {numbers('xnor')} and the "
+                       f"full-precision reference **fp** reaches {numbers('fp')}.")
+    assert numbers("bmd") == "94.67 ± 1.53 % (n = 3)"
+    assert cell(page, "regime", "bnn") == "W1A1" and cell(page, "regime", "ste") == "BWN"
+    assert cell(page, "regime", "fp") == "FP"
+
+
+def test_columns_empty_in_every_row_are_dropped_per_dataset(published):
+    fair = [fake_run(f"d{s}", 0.9, seed=s) for s in range(2)]
+    paper = [fake_run(f"a{s}", 0.94, seed=s, method="adaste", dataset="cifar10", arch="resnet18", mode="paper",
+                      epochs=500, lr=0.0003, alpha=0.01, anneal=True) for s in range(2)]
+    results = rows(*fair, *paper)
+    results.loc[results["dataset"] == "cifar10", "image_size"] = "32"
+    page, _ = leaderboard.render(results, published, plots=False)
+    digits, cifar10 = header(page, "dra", "fair"), header(page, "adaste", "paper")
+    assert "published [ref]" not in digits and "ours − published (pp)" not in digits  # no paper-mode match
+    assert "published [ref]" in cifar10 and "ours − published (pp)" in cifar10
+    assert len(digits) == len(cifar10) - 2 and "OPs / image" in digits
+    # a column with a value in one row stays, its empty cells included (garbage's run without costs)
+    golden, _ = leaderboard.render(leaderboard.read_results(GOLDEN / "results.csv"), published, plots=False)
+    assert cell(golden, "OPs / image", "dra", "tiny", "61.25 (1)") == "—"
+
+
+def test_datasets_with_runs_come_first_and_published_only_ones_last(published):
+    page, _ = leaderboard.render(leaderboard.read_results(GOLDEN / "results.csv"), published, plots=False)
+    lines = page.splitlines()
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == ["## cifar10", "## digits", "## garbage", "## How to read the tables",
+                        "## Published numbers for datasets without runs"]
+    assert lines.index("### cifar100") > lines.index("## Published numbers for datasets without runs")
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
+    assert first_table < 30  # results before the explanations and the papers' numbers of other datasets
+    assert "[cifar100](#cifar100)" in page and "BOP | resnet20 | bop" in page  # still listed, at the end
+    assert page.index("| P1 | BNEW") > page.index("## Published numbers for datasets without runs")
+
+
+def readme_repo(tmp_path: Path, readme: str) -> Path:
+    """A repository with README.md and leaderboard/{results,published}.csv, as bnnbench's."""
+    repo = tmp_path / "repo"
+    (repo / "leaderboard").mkdir(parents=True)
+    shutil.copy(GOLDEN / "results.csv", repo / "leaderboard" / "results.csv")
+    shutil.copy(GOLDEN / "published.csv", repo / "leaderboard" / "published.csv")
+    (repo / "README.md").write_text(readme)
+    return repo
+
+
+def repo_args(repo: Path, *extra: str) -> list[str]:
+    return ["leaderboard", "--export", str(repo / "leaderboard" / "results.csv"), "--out",
+            str(repo / "leaderboard" / "README.md"), *extra]
+
+
+README = """# project
+
+## Results on digits
+
+Text before.
+
+<!-- results:start -->
+a hand-edited table
+<!-- results:end -->
+
+Text after.
+"""
+
+
+def test_the_readme_block_is_rewritten_between_its_markers_and_checked(tmp_path, capsys):
+    repo = readme_repo(tmp_path, README)
+    assert main(repo_args(repo)) == 0  # the README is the one above leaderboard/: repo/README.md
+    assert "README.md: results block rewritten" in capsys.readouterr().out
+    text = (repo / "README.md").read_text()
+    block = leaderboard.render_readme(leaderboard.read_results(repo / "leaderboard" / "results.csv"))
+    assert text == README.replace("a hand-edited table\n", block)
+    assert "| fp | `679f2486` | FP | 96.01 ± 0.43 (3) | 26.3 | 52.5 k |" in block
+    assert "[leaderboard/README.md](leaderboard/README.md#digits)" in block  # relative to the README
+    assert main(repo_args(repo, "--check")) == 0
+    capsys.readouterr()
+
+    (repo / "README.md").write_text(text.replace("96.01 ± 0.43 (3)", "97.00 ± 0.43 (3)"))
+    edited = (repo / "README.md").read_bytes()
+    assert main(repo_args(repo, "--check")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "README.md: the results block is stale" in err and "bnnbench leaderboard" in err
+    assert (repo / "README.md").read_bytes() == edited  # --check writes nothing
+    assert main(repo_args(repo)) == 0 and (repo / "README.md").read_text() == text
+    assert main(repo_args(repo, "--check")) == 0
+    assert main(repo_args(repo)) == 0 and "results block up to date" in capsys.readouterr().out
+
+
+def test_a_readme_without_markers_is_left_alone_and_a_named_missing_one_is_bad_input(tmp_path, capsys):
+    repo = readme_repo(tmp_path, "# no markers here\n")
+    assert main(repo_args(repo)) == 0 and main(repo_args(repo, "--check")) == 0
+    assert (repo / "README.md").read_text() == "# no markers here\n"
+    other = tmp_path / "OTHER.md"
+    other.write_text(README)
+    assert main(repo_args(repo, "--readme", str(other))) == 0
+    assert "| fp | `679f2486` | FP |" in other.read_text()
+    assert "](../repo/leaderboard/README.md#digits)" not in other.read_text()  # other lies beside repo
+    assert "](repo/leaderboard/README.md#digits)" in other.read_text()
+    capsys.readouterr()
+    assert main(repo_args(repo, "--readme", str(tmp_path / "missing.md"))) == 2
+    assert "missing.md" in capsys.readouterr().err
+    (repo / "README.md").write_text("<!-- results:start -->\nno end\n")
+    page = (repo / "leaderboard" / "README.md").read_bytes()
+    (repo / "leaderboard" / "README.md").write_text("stale")
+    assert main(repo_args(repo)) == 2 and "results:end" in capsys.readouterr().err
+    assert (repo / "leaderboard" / "README.md").read_text() == "stale" != page.decode()  # nothing written
+
+
+def test_the_leaderboard_help_names_the_readme_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--readme" in text and "results:start" in text and "./README.md for leaderboard/results.csv" in text
+
+
+def test_label_boxes_never_intersect_for_points_at_one_x():
+    # 8 points at one x within 15 px, 4 at another, one far below: the digits layout
+    anchors = [(300.0, 400.0 - 2 * i) for i in range(8)] + [(120.0, 380.0 - 3 * i) for i in range(4)]
+    anchors += [(300.0, 150.0)]
+    sizes = [(30.0 + 3 * (i % 4), 11.0) for i in range(len(anchors))]
+    obstacles = [(x - 4, y - 4, x + 4, y + 4) for x, y in anchors]
+    bounds = (50.0, 50.0, 500.0, 450.0)
+    corners = leaderboard.place_labels(anchors, sizes, bounds, obstacles)
+    boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, sizes)]
+    for i, a in enumerate(boxes):
+        assert all(not leaderboard.boxes_overlap(a, b) for b in boxes[i + 1:] + obstacles), (i, a)
+        assert bounds[0] <= a[0] and a[2] <= bounds[2] and bounds[1] <= a[1] and a[3] <= bounds[3]
+    column = sorted(range(8), key=lambda i: -anchors[i][1])
+    assert [boxes[i][1] for i in column] == sorted((boxes[i][1] for i in column), reverse=True)  # order kept
+    assert corners == leaderboard.place_labels(anchors, sizes, bounds, obstacles)  # deterministic
+    # crowded beyond the bounds: still no intersection (placed outside rather than on top)
+    crowded = leaderboard.place_labels([(100.0, 100.0)] * 30, [(40.0, 12.0)] * 30, (0.0, 0.0, 200.0, 200.0))
+    boxes = [(x, y, x + 40, y + 12) for x, y in crowded]
+    assert not any(leaderboard.boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_the_drawn_labels_do_not_overlap_on_the_digits_layout(published):
+    """Eight BWN groups at one size and OPs within 0.7 points, four W1A1 at another, FP apart: the
+    committed digits results' shape. The drawn text boxes (not their leader lines) stay apart."""
+    from matplotlib.text import Text
+
+    bwn = {"bnn_plus": 0.9898, "bmd": 0.9879, "ste": 0.9878, "bnnpp": 0.9870, "dra": 0.9851, "pc": 0.9850,
+           "adaste": 0.9155, "proxy": 0.9860}
+    w1a1 = {"bop": 0.9786, "xnor": 0.9712, "bnn": 0.9666, "bnew": 0.9656}
+    runs = [costed(f"{m}{s}", a + (s - 1) / 500, "BWN", method=m, seed=s) for m, a in bwn.items() for s in range(3)]
+    runs += [costed(f"{m}{s}", a + (s - 1) / 500, "W1A1", method=m, seed=s) for m, a in w1a1.items()
+             for s in range(3)]
+    runs += [costed(f"fp{s}", 0.9916 + (s - 1) / 500, "FP", method="fp", seed=s) for s in range(3)]
+    groups, _, _ = leaderboard._dataset_groups(rows(*runs))
+    figure = leaderboard._figure("digits", groups)
+    figure.canvas.draw()  # annotations resolve their offsets when drawn
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        labels = [a for a in ax.texts if a.get_text()]
+        assert len(labels) == len(groups)
+        extents = [Text.get_window_extent(a, renderer) for a in labels]
+        frame = ax.get_window_extent(renderer)
+        for i, a in enumerate(extents):
+            assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+            for j, b in enumerate(extents[i + 1:], i + 1):
+                assert not a.overlaps(b), (labels[i].get_text(), labels[j].get_text())

@@ -49,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat, Range, validate
+from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat, Range
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -64,9 +64,6 @@ class AdasteConfig(MethodConfig):
     mu_start: PositiveFloat = 1.0  # μ during the first epoch when annealing (dimensionless; released code: 0.01)
     # fraction of the run's epochs after which μ = 1/α, in (0, 1] (paper: 200 of 500)
     anneal_fraction: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.4
-
-    def __post_init__(self):
-        validate(self)  # the declared ranges, also when the config is built directly
 
 
 def annealed_mu(epoch: int, epochs: int, config: AdasteConfig) -> float:

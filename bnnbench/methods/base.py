@@ -11,7 +11,6 @@ It never overrides `training_step` wholesale.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -22,7 +21,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from bnnbench import archs
-from bnnbench.config import MethodConfig
+from bnnbench.config import MethodConfig, apply_overrides
 from bnnbench.layers import binarize, binary_layers
 from bnnbench.quantizers import sign
 
@@ -44,7 +43,9 @@ class BinaryMethod(pl.LightningModule):
     @classmethod
     def default_config(cls, mode: str = "fair") -> MethodConfig:
         config = cls.Config()
-        return dataclasses.replace(config, **cls.paper_config) if mode == "paper" else config
+        if mode != "paper":
+            return config
+        return apply_overrides(config, cls.paper_config, what=f"paper_config key of method '{cls.name}'")
 
     def __init__(self, config: MethodConfig, arch: str, num_classes: int, in_channels: int, image_size: int,
                  mode: str = "fair", epochs: int = 1):

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, validate
+from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -49,9 +49,6 @@ class BmdConfig(MethodConfig):
     # multiplier of β per period, >= 1 so β never shrinks (dimensionless; BNEW 1.01 per epoch, MD paper 1.02)
     beta_growth: Annotated[float, Range(1.0)] = 1.3
     beta_period_steps: NonNegativeInt = 0  # optimizer steps per β increase; 0 = once per epoch (BNEW), MD paper: 200
-
-    def __post_init__(self):
-        validate(self)  # the declared ranges, also when the config is built directly
 
 
 def scheduled_beta(epoch: int, step: int, config: BmdConfig) -> float:

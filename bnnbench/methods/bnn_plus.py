@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat, validate
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
@@ -34,9 +34,6 @@ class BnnPlusConfig(MethodConfig):
     lr: PositiveFloat = 1e-3  # Adam learning rate (per step)
     weight_decay: NonNegativeFloat = 0.0  # L2 coefficient; 0 because decay pulls latent weights to the sign boundary
     beta: PositiveFloat = 5.0  # SignSwish steepness β (per unit of θ): SS'_β(0) = β, width of the gate ~2.4/β
-
-    def __post_init__(self):
-        validate(self)  # the declared ranges, also when the config is built directly
 
 
 @METHODS.register("bnn_plus")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat, validate
+from bnnbench.config import MethodConfig, NonNegativeFloat, PositiveFloat
 from bnnbench.errors import BadInput
 from bnnbench.methods.pc import PcMethod
 from bnnbench.quantizers import get_quantizer
@@ -44,7 +44,7 @@ class BnnppConfig(MethodConfig):
     mu_end: PositiveFloat = 1000.0  # μ in the last epoch (per unit of θ); linear in between
 
     def __post_init__(self):
-        validate(self)  # the declared ranges, also when the config is built directly
+        super().__post_init__()
         if not self.mu_start <= self.mu_end:
             raise BadInput(f"bad values mu_start={self.mu_start!r}, mu_end={self.mu_end!r} for method 'bnnpp': "
                            "need mu_start <= mu_end")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat, validate
+from bnnbench.config import MethodConfig, NonNegativeFloat, OpenFraction, PositiveFloat
 from bnnbench.errors import BadInput
 from bnnbench.methods.base import BinaryMethod
 from bnnbench.quantizers import get_quantizer
@@ -40,7 +40,7 @@ class PcConfig(MethodConfig):
     mu_end: PositiveFloat = 10.0  # μ in the last epoch (dimensionless); linear in between
 
     def __post_init__(self):
-        validate(self)  # the declared ranges, also when the config is built directly
+        super().__post_init__()
         if not self.mu_start <= self.mu_end:
             raise BadInput(f"bad values mu_start={self.mu_start!r}, mu_end={self.mu_end!r} for method 'pc': "
                            "need mu_start <= mu_end")
