@@ -221,3 +221,23 @@ def write_tinyimagenet(root: str | Path, per_class_train: int = 10, per_class_va
     (folder / "test" / "images").mkdir(parents=True, exist_ok=True)
     Image.fromarray(pattern(0, size, size)).save(folder / "test" / "images" / "test_0.JPEG", quality=95)
     return TinyImageNetFiles(root=folder, wnids=wnids, val_labels=val_labels)
+
+
+# -- assertions and loading shared by the dataset tests ----------------------------------------------------
+def loaded(datamodule):
+    """prepare_data + setup, as the runner does; a corrupt file's warning is expected here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skipping unreadable image")
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    return datamodule
+
+
+def assert_one_line_naming(err, *parts) -> None:
+    """The error (a `pytest.ExceptionInfo`) is one line and names every one of `parts`."""
+    message = str(err.value)
+    assert "\n" not in message
+    for part in parts:
+        assert str(part) in message, f"{part!r} not in {message!r}"

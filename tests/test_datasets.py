@@ -22,7 +22,16 @@ import torch
 from bnnbench.data.base import random_crop_flip, stratified_split
 from bnnbench.errors import BadInput
 from bnnbench.registry import DATASETS
-from tests.datafiles import pattern, python2_pickle, write_cifar10, write_cifar100, write_garbage, write_tinyimagenet
+from tests.datafiles import (
+    assert_one_line_naming,
+    loaded,
+    pattern,
+    python2_pickle,
+    write_cifar10,
+    write_cifar100,
+    write_garbage,
+    write_tinyimagenet,
+)
 
 WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "garbage": write_garbage,
            "tinyimagenet": write_tinyimagenet}
@@ -31,22 +40,6 @@ KAGGLE = "kaggle datasets download -d mostafaabla/garbage-classification"
 
 def garbage(data_dir, **kwargs):
     return DATASETS.get("garbage")(data_dir=data_dir, **kwargs)
-
-
-def loaded(datamodule):
-    """prepare_data + setup, as the runner does; a corrupt file's warning is expected here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="skipping unreadable image")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    return datamodule
-
-
-def assert_one_line_naming(err: pytest.ExceptionInfo, *parts) -> None:
-    message = str(err.value)
-    assert "\n" not in message
-    for part in parts:
-        assert str(part) in message, f"{part!r} not in {message!r}"
 
 
 def no_network(*args, **kwargs):

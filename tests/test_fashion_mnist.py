@@ -21,6 +21,7 @@ from bnnbench.data.fashion_mnist import SOURCE, FashionMnistDataModule
 from bnnbench.errors import BadInput
 from bnnbench.layers import BinaryConv2d, BinaryLayer
 from bnnbench.registry import DATASETS, METHODS
+from tests.datafiles import assert_one_line_naming
 
 REAL = FashionMnistDataModule.system_dir
 needs_real_files = pytest.mark.skipif(
@@ -75,13 +76,6 @@ def loaded(data_dir: Path, **kwargs) -> FashionMnistDataModule:
     dm.prepare_data()
     dm.setup("fit")
     return dm
-
-
-def assert_one_line_naming(err: pytest.ExceptionInfo, *parts) -> None:
-    message = str(err.value)
-    assert "\n" not in message
-    for part in parts:
-        assert str(part) in message, f"{part!r} not in {message!r}"
 
 
 # -- the real files -----------------------------------------------------------------------------------

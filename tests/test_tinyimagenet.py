@@ -6,7 +6,6 @@ broken file is one line naming it."""
 from __future__ import annotations
 
 import shutil
-import warnings
 import zipfile
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from bnnbench.errors import BadInput
 from bnnbench.registry import DATASETS
-from tests.datafiles import pattern, write_tinyimagenet
+from tests.datafiles import assert_one_line_naming, loaded, pattern, write_tinyimagenet
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
@@ -34,22 +33,6 @@ def files(source, tmp_path):
 
 def tiny(data_dir, **kwargs):
     return DATASETS.get("tinyimagenet")(data_dir=data_dir, **kwargs)
-
-
-def loaded(datamodule):
-    """prepare_data + setup, as the runner does; a corrupt file's warning is expected here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="skipping unreadable image")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    return datamodule
-
-
-def assert_one_line_naming(err: pytest.ExceptionInfo, *parts) -> None:
-    message = str(err.value)
-    assert "\n" not in message
-    for part in parts:
-        assert str(part) in message, f"{part!r} not in {message!r}"
 
 
 def nearest_class(images: torch.Tensor) -> torch.Tensor:
