@@ -13,6 +13,8 @@ quantizer path when asked for `hardtanh`/`identity`, because sign(ReLU(x)) is al
 - `vgg_small`: the VGG-Small of LQ-Nets/XNOR-Net CIFAR experiments (128-128-256-256-512-512).
 - `dra_resnet18`: the network of the DRA-BNN released code (ducanh2712/DRA-BNN), see `DraResNet18`.
 - `fmnist_cnn`: four convs (16/64/128/256) for 28-px Fashion-MNIST on a CPU, see `FmnistCnn`.
+- `bnew_resnet20`: the ReActNet-style ResNet-20 of the BNEW released code (Alasdair-P/bnew), see
+  `BnewResNet20`.
 """
 
 from __future__ import annotations
@@ -230,6 +232,113 @@ class FmnistCnn(nn.Module):
         return self.fc(self.features(x))
 
 
+class LearnableBias(nn.PReLU):
+    """x + b_c: one learnable shift per channel (init 0), the released code's `LearnableBias`.
+
+    A subclass of `nn.PReLU` with its slope removed, only so that `bnnbench.cost` counts its parameters
+    (it counts those of conv, linear, BatchNorm, PReLU and quantizer modules); it has no slope and
+    computes no PReLU.
+    """
+
+    def __init__(self, channels: int):
+        nn.Module.__init__(self)
+        self.num_parameters = channels
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+    def extra_repr(self) -> str:
+        return f"channels={self.num_parameters}"
+
+
+class ScaledBatchNorm2d(nn.BatchNorm2d):
+    """BN(s_c·x): BatchNorm of its input scaled by one learnable factor per channel (init 1), the
+    released code's `LearnableScale` followed by its `BatchNorm2d`, as one module."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x * self.scale)
+
+
+class RPReLU(nn.PReLU):
+    """ReActNet's RPReLU as the released code builds it: PReLU(x + γ_c) + ζ_c, with one slope per channel
+    (init 0.25) and the two learnable shifts (init 0) its `move1` and `move2`."""
+
+    def __init__(self, channels: int):
+        super().__init__(num_parameters=channels)
+        self.shift_in = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.shift_out = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(x + self.shift_in, self.weight) + self.shift_out
+
+
+class BnewBlock(nn.Module):
+    """One Bi-Real/ReActNet-style block of the BNEW released network: a single 3×3 conv.
+
+    out = RPReLU(BN(s·conv(x + b)) + shortcut(x)). The conv is the binary layer: `binarize` gives it the
+    method's input quantizer, so it sees sign(x + b) — x is the previous block's RPReLU output (or the
+    stem's pooled BatchNorm output), never a ReLU's. The shortcut is the identity, or, where the block
+    downsamples or widens, average pool (2×2, stride 2) → 1×1 conv → BN.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.shift = LearnableBias(in_ch)
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn = ScaledBatchNorm2d(out_ch)
+        self.shortcut = (nn.Sequential(nn.AvgPool2d(2, stride), nn.Conv2d(in_ch, out_ch, 1, bias=False),
+                                       nn.BatchNorm2d(out_ch))
+                         if stride != 1 or in_ch != out_ch else nn.Identity())
+        self.act = RPReLU(out_ch)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(self.shift(x))) + self.shortcut(x))
+
+
+class BnewResNet20(nn.Module):
+    """The ReActNet-style ResNet-20 of the BNEW released code (Alasdair-P/bnew, `models/ste_wide_resnet.py`,
+    `birealresnet20`, model `brn` of every CIFAR script), which produced the paper's CIFAR numbers.
+
+    Stem: full-precision 3×3 conv (stride 1, 16 channels, no bias), BN, then a 3×3 max-pool of stride 2
+    (32 → 16 px), no activation. Three stages of six `BnewBlock`s, 16/32/64 channels, strides 1/2/2
+    (16 → 8 → 4 px): 18 binary 3×3 convs, each with its own learnable input shift and output scale, and
+    per-channel RPReLU after every residual sum. The two downsampling shortcuts are average pool → 1×1
+    conv → BN; BNEW keeps their convs full precision (the methods' `fp_shortcuts`). Adaptive average pool
+    and a Linear classifier with bias, full precision. PyTorch's default initialisation everywhere, as
+    released. `activation` is accepted for the common builder signature and ignored: the released
+    network's non-linearity (RPReLU) is part of its definition.
+
+    Cost at 3×32×32, 100 classes: 10,027,008 MACs in the binary convs and 514,304 in the full-precision
+    stem, shortcuts and classifier. Released-code names: `move0` is `shift`, `scale0` + `bn1` are `bn`,
+    `move1` + `prelu` + `move2` are `act`, `downsample` is `shortcut`.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str = "prelu"):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.MaxPool2d(3, 2, 1))
+        blocks, in_ch = [], 16
+        for stage, width in enumerate((16, 32, 64)):
+            for index in range(6):
+                blocks.append(BnewBlock(in_ch, width, 2 if stage > 0 and index == 0 else 1))
+                in_ch = width
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.full_precision_layers = ("stem.0", "fc")
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))))
+
+
 def _resnet18(num_classes, in_channels, image_size, activation="relu"):
     """ResNet-18; CIFAR stem (3×3 stride 1, no max-pool) up to 32 px, ImageNet stem above."""
     return ResNet((64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels, image_size, activation,
@@ -248,6 +357,7 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "vgg_small": VggSmall,
     "dra_resnet18": DraResNet18,
     "fmnist_cnn": FmnistCnn,
+    "bnew_resnet20": BnewResNet20,
 }
 
 

@@ -7,14 +7,17 @@ which Lightning writes into every checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import sys
 import time
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bnnbench import tracking
@@ -39,6 +42,7 @@ class Timing(pl.Callback):
     def __init__(self, record: tracking.RecordedRun, has_test: bool):
         self.record, self.has_test = record, has_test
         self.seconds_before = 0.0  # of earlier processes of a resumed run
+        self._restored = None
         self.first_step_s = math.nan
         self._started = time.perf_counter()
         self._step_started = None
@@ -50,8 +54,15 @@ class Timing(pl.Callback):
         return {"seconds": self.seconds(), "first_step_s": self.first_step_s}
 
     def load_state_dict(self, state):
-        self.seconds_before, self.first_step_s = state["seconds"], state["first_step_s"]
-        self._started = time.perf_counter()
+        # Lightning also restores callbacks when `test` loads the best checkpoint: only a resumed fit
+        # (on_fit_start comes after the restore) takes the earlier processes' seconds.
+        self._restored = state
+
+    def on_fit_start(self, trainer, module):
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            self.seconds_before, self.first_step_s = restored["seconds"], restored["first_step_s"]
+            self._started = time.perf_counter()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == 0:
@@ -94,6 +105,64 @@ class Heartbeat(pl.Callback):
         self._beat()
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar on stderr (stdout keeps only the results a script may parse), without the
+    logger's `v_num`, which says nothing about the run."""
+
+    def get_metrics(self, trainer, module):
+        metrics = super().get_metrics(trainer, module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    # Lightning makes each bar with `file=sys.stdout`, read when the bar is made: make them under stderr.
+    def init_sanity_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_test_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+
+class EpochLines(pl.Callback):
+    """One line per epoch on stderr — losses, accuracies, seconds per epoch and the run's ETA — for suites,
+    tuning and logs, where a bar would write thousands of `\r` frames."""
+
+    KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self, label: str):
+        self.label = label
+        self._started = time.perf_counter()
+        self._first_epoch = None
+
+    def on_train_epoch_start(self, trainer, module):
+        if self._first_epoch is None:  # a resumed run starts counting where it resumed
+            self._first_epoch, self._started = trainer.current_epoch, time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        done = trainer.current_epoch + 1
+        per_epoch = (time.perf_counter() - self._started) / max(done - self._first_epoch, 1)
+        metrics = trainer.callback_metrics
+        values = "  ".join(f"{k} {float(metrics[k]):.4f}" for k in self.KEYS if k in metrics)
+        eta = per_epoch * (trainer.max_epochs - done)
+        print(f"  {self.label} epoch {done}/{trainer.max_epochs}  {values}  {per_epoch:.1f} s/epoch, "
+              f"ETA {format_seconds(eta)}", file=sys.stderr, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 class RandomState(pl.Callback):
     """The global random generators (torch, CUDA, numpy, Python) in every checkpoint.
 
@@ -112,7 +181,16 @@ class RandomState(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    def __init__(self):
+        self._restored = None
+
     def load_state_dict(self, state):
+        self._restored = state  # applied by a resumed fit only, not when `test` loads the best checkpoint
+
+    def on_fit_start(self, trainer, module):
+        state, self._restored = self._restored, None
+        if state is None:
+            return
         torch.set_rng_state(state["torch"])
         name, keys, position, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))

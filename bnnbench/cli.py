@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="where checkpoints go, one folder per run "
                                             "(default: checkpoints/ beside a SQLite store, else ./checkpoints)")
     p.add_argument("--run-name", help="MLflow run name (default METHOD-DATASET-ARCH-MODE-sSEED)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (default: a bar on a terminal, else one line per epoch)")
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser("tune", help="search a method's hyperparameters with Optuna; each trial is a run")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.add_argument("--wandb", action="store_true", default=None, help="also mirror every trial to Weights & Biases")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch lines on stderr (one line per trial stays)")
     p.set_defaults(func=cmd_tune)
 
     p = commands.add_parser("cost", help="MACs, BOPs, OPs, parameters and size of a run's network (no data)")
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
     p.add_argument("--wandb", action="store_true", help="also mirror every run to Weights & Biases")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch lines on stderr (one line per run stays)")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("leaderboard", help="FINISHED runs -> leaderboard/results.csv -> leaderboard/README.md")
@@ -120,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "without one the page is rendered from --export alone)")
     p.add_argument("--export", default="leaderboard/results.csv", help="rows with provenance, merged by run id")
     p.add_argument("--out", default="leaderboard/README.md", help="the Markdown page; plots go beside it")
-    p.add_argument("--published", help="published numbers (default: published.csv beside --export)")
+    p.add_argument("--published", help="published numbers (default: the papers' numbers shipped with bnnbench, "
+                                       "bnnbench/published.csv)")
     p.add_argument("--readme", help="README whose block between '<!-- results:start -->' and '<!-- results:end -->' "
                                     "is rewritten with a compact results table (default: README.md in the folder "
                                     "above --export's, i.e. ./README.md for leaderboard/results.csv; a README "
@@ -144,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as one JSON list")
     p.set_defaults(func=cmd_bench_step)
 
+    p = commands.add_parser("export", help="write a FINISHED run's network with 1-bit weights, and as ONNX")
+    p.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id that 'bnnbench run' printed")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the bit-packed network (load it with bnnbench.export.load_packed); the ONNX file is "
+                        "written beside it, FILE with suffix .onnx")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE and its .onnx file if they exist")
+    p.add_argument("--no-onnx", action="store_true", help="write FILE only (the ONNX file needs bnnbench[export])")
+    p.set_defaults(func=cmd_export)
+
     p = commands.add_parser("list", help="list registered methods, datasets or architectures")
     p.add_argument("what", choices=["methods", "datasets", "archs"])
     p.set_defaults(func=cmd_list)
@@ -163,7 +177,7 @@ def run_config(args: argparse.Namespace):
         raise BadInput("--storage on 'run' names the storage of --from-study; give --from-study NAME too")
     flags = {key: getattr(args, key) for key in config_fields(RunConfig) if getattr(args, key, None) is not None}
     if getattr(args, "no_progress", False):
-        flags["progress_bar"] = False
+        flags["progress"] = "none"
     cfg = merge(recipe, flags, parse_assignments(args.overrides))
     METHODS.check(cfg.method)
     DATASETS.check(cfg.dataset)
@@ -181,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bnnbench.runner import resume_config
 
         where = {k: getattr(args, k) for k in ("checkpoint_dir", "wandb") if getattr(args, k, None) is not None}
-        cfg = resume_config(args.resume, args.tracking_uri, progress_bar=not args.no_progress, **where)
+        cfg = resume_config(args.resume, args.tracking_uri, progress="none" if args.no_progress else "bar", **where)
     else:
         cfg = run_config(args)
     from bnnbench.runner import RunFailed, run
@@ -219,7 +233,8 @@ def _study_recipe(args: argparse.Namespace) -> dict:
 def cmd_tune(args: argparse.Namespace) -> int:
     import dataclasses
 
-    cfg = dataclasses.replace(run_config(args), progress_bar=False)  # one line per trial instead
+    cfg = run_config(args)
+    cfg = dataclasses.replace(cfg, progress="none" if args.no_progress else "epochs")  # lines, not bars
     import optuna
 
     from bnnbench import tuning
@@ -272,7 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     _quiet_libraries()
     counts = run_suite(suite, tracking_uri=args.tracking_uri, dry_run=args.dry_run, wandb=args.wandb,
-                       echo=lambda line: print(line, flush=True))
+                       echo=lambda line: print(line, flush=True), progress="none" if args.no_progress else "epochs")
     verb = "would run" if args.dry_run else "ran"
     print(f"suite '{suite.name}': {verb} {counts['ran']}, resumed {counts['resumed']}, skipped {counts['skipped']} "
           f"(already FINISHED or running), failed {counts['failed']}")
@@ -327,6 +342,23 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The run's MLflow model, bit-packed (size as `cost/size_kib` promises) and as ONNX."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model download: no bar
+    _quiet_libraries()
+    from bnnbench.export import export_run
+
+    result = export_run(args.run_id, args.out, tracking_uri=args.tracking_uri, force=args.force,
+                        onnx=not args.no_onnx)
+    print(f"packed  {result.packed}  {result.packed_bytes / 1024:.1f} KiB ({result.binary_weights:,} weights at "
+          f"1 bit, {result.real_values:,} float32 values; cost/size_kib {result.size_kib:.1f})")
+    if result.onnx is not None:
+        print(f"onnx    {result.onnx}  {result.onnx_bytes / 1024:.1f} KiB (float32 weights)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bnnbench.registry import DATASETS, METHODS, summary
 
@@ -356,6 +388,12 @@ def _quiet_libraries() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    ours = logging.getLogger("bnnbench")  # the library's warnings: one line each on stderr
+    if not ours.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bnnbench: warning: %(message)s"))
+        ours.addHandler(handler)
+        ours.propagate = False
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*treespec.*")

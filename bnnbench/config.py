@@ -31,6 +31,7 @@ Mode = Literal["fair", "paper"]
 MODES: tuple[str, ...] = typing.get_args(Mode)
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+Progress = Literal["bar", "epochs", "none"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -228,7 +229,7 @@ class RunConfig:
     tracking_uri: str | None = None  # MLflow URI; None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     checkpoint_dir: str | None = None  # None = `checkpoints/` beside a SQLite store, else ./checkpoints
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu
-    progress_bar: bool = True
+    progress: Progress = "bar"  # on stderr: a bar (one line per epoch when stderr is no terminal), lines, none
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (suite, tuning)
     wandb: bool = False  # also mirror the run to Weights & Biases (MLflow stays the record)
 
@@ -328,7 +329,7 @@ class ResolvedRun:
     tracking_uri: str | None = None
     checkpoint_dir: str | None = None
     accelerator: str = "auto"
-    progress_bar: bool = True
+    progress: Progress = "bar"
     wandb: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -376,8 +377,8 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
     arch = cfg.arch or recipe.arch or dataset_cls.default_arch
     if arch not in archs.ARCHS:
         raise unknown_choice("architecture", arch, sorted(archs.ARCHS))
-    defaults = validate(method_cls.default_config(cfg.mode), f"{cfg.mode}-mode defaults of method '{cfg.method}'")
-    method_config = apply_overrides(defaults, cfg.method_overrides, what=f"--set key for method '{cfg.method}'")
+    method_config = apply_overrides(method_cls.default_config(cfg.mode), cfg.method_overrides,
+                                    what=f"--set key for method '{cfg.method}'")
     epochs = cfg.epochs or recipe.epochs or dataset_cls.default_epochs
     image_size = cfg.image_size or recipe.image_size or dataset_cls.image_size
     name = cfg.run_name or f"{cfg.method}-{cfg.dataset}-{arch}-{cfg.mode}-s{cfg.seed}"
@@ -386,5 +387,5 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         batch_size=cfg.batch_size or recipe.batch_size or dataset_cls.default_batch_size, image_size=image_size,
         precision=cfg.precision, compile=cfg.compile, seed=cfg.seed, method_config=method_config, run_name=name,
         experiment=cfg.experiment or cfg.dataset, data_dir=cfg.data_dir, tracking_uri=cfg.tracking_uri,
-        checkpoint_dir=cfg.checkpoint_dir, accelerator=cfg.accelerator, progress_bar=cfg.progress_bar,
+        checkpoint_dir=cfg.checkpoint_dir, accelerator=cfg.accelerator, progress=cfg.progress,
         wandb=cfg.wandb, tags=dict(cfg.tags))

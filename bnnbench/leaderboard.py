@@ -55,6 +55,7 @@ COLUMNS = ("run_id", "experiment", "run_name", "start_time", "dataset", "arch", 
 PUBLISHED_COLUMNS = ("source", "dataset", "arch", "method", "label", "metric", "value", "std", "n", "epochs", "match",
                      "setting")
 METRIC_NAMES = {"test/acc": "test accuracy", "val/acc_best": "best validation accuracy"}
+PUBLISHED = Path(__file__).with_name("published.csv")  # the papers' numbers, shipped inside the package
 ALPHA = 0.05  # Welch's t-test: p >= ALPHA is "not significantly different from the best"
 
 
@@ -153,7 +154,8 @@ def write_results(frame: pd.DataFrame, path: str | Path) -> None:
 def read_published(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise BadInput(f"no published numbers at '{path}' (give --published, or put published.csv beside results.csv)")
+        raise BadInput(f"no published numbers at '{path}' (give --published FILE.csv, or leave it out for the "
+                       f"numbers that ship with bnnbench)")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
     if missing:
@@ -806,7 +808,7 @@ def update(uri: str | None, export: str | Path, out: str | Path, published: str 
     from bnnbench import tracking
 
     export, out = Path(export), Path(out)
-    published_table = read_published(published or export.parent / "published.csv")
+    published_table = read_published(published or PUBLISHED)
     existing = read_results(export)
     if readme is not None and not Path(readme).exists():
         raise BadInput(f"no README at '{readme}' (give --readme PATH, or leave it out for the default)")
@@ -849,7 +851,7 @@ def check(export: str | Path, out: str | Path, published: str | Path | None = No
     `published` render; otherwise the one-line reason."""
     export, out = Path(export), Path(out)
     results = read_results(export)
-    expected, _ = render(results, read_published(published or export.parent / "published.csv"), plots=False)
+    expected, _ = render(results, read_published(published or PUBLISHED), plots=False)
     if not out.exists():
         return f"{out} does not exist; run 'bnnbench leaderboard' to generate it"
     actual = out.read_text(encoding="utf-8")

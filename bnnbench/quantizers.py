@@ -449,3 +449,142 @@ class ApproxSign(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _ApproxSign.apply(x)
+
+
+# -- released-code variants: what an author's released code computes, for paper mode -------------------------
+# They keep `torch.sign`'s 0 ↦ 0 where the released code uses it (`sign_with_zero`); every other quantizer
+# maps 0 to +1 (`sign`). Exact zeros are rare for latent weights but not impossible.
+
+
+def sign_with_zero(x: torch.Tensor) -> torch.Tensor:
+    """`torch.sign`: −1, 0 or +1 (0 ↦ 0), as the released codes that paper mode reproduces compute it."""
+    return torch.sign(x.detach())
+
+
+def adaste_released_forward(theta: torch.Tensor, mu: float, alpha: float) -> torch.Tensor:
+    """w* of the released AdaSTE code: hardtanh((θ + μ(1+α)·torch.sign(θ))/(1+μ)), so θ = 0 gives 0.
+
+    Evaluated in the released order: the scalar μ(1+α) first, then the tensor arithmetic. Unlike
+    `prox_sign` there is no exact-sign shortcut at μα ≥ 1: the clip already yields ±1 there (and 0 at 0).
+    """
+    return torch.clamp((theta + mu * (1 + alpha) * sign_with_zero(theta)) / (1 + mu), -1.0, 1.0)
+
+
+def adaste_released_scale(theta: torch.Tensor, grad: torch.Tensor, mu: float, alpha: float) -> torch.Tensor:
+    """The factor the released AdaSTE code multiplies into ℓ' (its optimizer's gradient step), per element.
+
+    Only elements with |ℓ'| > 1e-3 are touched; every other element keeps the default factor. With
+    c = μα and "toward" meaning sgn(θ) = sgn(ℓ') (descent moves θ towards 0):
+    - binary regime (c ≥ 1), default 1; where |θ| > 1e-3: toward → min(0.5, 1/|θ|), away → 0;
+    - soft regime (c < 1), default 1/(1+μ); with θ beyond ±max(1e-6, 1 − c) (saturated): toward →
+      min(0.5, (1 + 2μ + μα)/((1+μ)·|θ|)), away → 0; with 1e-6 < |θ| < 1 − c: toward →
+      clamp((2μ(1+α) − θ)/((1+μ)·|θ|), 0, 0.5) (θ, not |θ|, in the numerator: the rule is not odd),
+      away → the default.
+    """
+    positive_grad, negative_grad = grad > 1e-3, grad < -1e-3
+    magnitude = theta.abs()
+    if mu * alpha < 1:
+        c = mu * alpha
+        positive_far, negative_far = theta > max(1e-6, 1 - c), theta < min(-1e-6, -1 + c)
+        positive_mid = (theta > 1e-6) & (theta < 1 - c)
+        negative_mid = (theta > -1 + c) & (theta < -1e-6)
+        far_toward = (positive_far & positive_grad) | (negative_far & negative_grad)
+        mid_toward = (positive_mid & positive_grad) | (negative_mid & negative_grad)
+        far_away = (positive_far & negative_grad) | (negative_far & positive_grad)
+        scale = torch.full_like(theta, 1 / (1 + mu))
+        scale = torch.where(far_toward, ((1 + 2 * mu + mu * alpha) / (1 + mu) / magnitude).clamp(0, 0.5), scale)
+        scale = torch.where(mid_toward, ((2 * mu * (1 + alpha) - theta) / (1 + mu) / magnitude).clamp(0, 0.5), scale)
+        return torch.where(far_away, 0.0, scale)
+    positive, negative = theta > 1e-3, theta < -1e-3
+    toward = (positive & positive_grad) | (negative & negative_grad)
+    away = (positive & negative_grad) | (negative & positive_grad)
+    scale = torch.where(toward, (1.0 / magnitude).clamp(0, 0.5), torch.ones_like(theta))
+    return torch.where(away, 0.0, scale)
+
+
+class _AdasteReleased(torch.autograd.Function):
+    """Forward `adaste_released_forward`, backward ℓ'·`adaste_released_scale` (intellhave/AdaSTE)."""
+
+    @staticmethod
+    def forward(ctx, theta, mu: float, alpha: float):
+        ctx.save_for_backward(theta)
+        ctx.mu, ctx.alpha = mu, alpha
+        return adaste_released_forward(theta, mu, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (theta,) = ctx.saved_tensors
+        return grad * adaste_released_scale(theta, grad, ctx.mu, ctx.alpha), None, None
+
+
+@quantizer("adaste_released")
+class AdasteReleased(nn.Module):
+    """`adaste_released`: AdaSTE as its released code computes it (see `adaste_released_scale`); eval
+    forward torch.sign(θ), as the released evaluation. `mu` is re-set by the method each epoch."""
+
+    def __init__(self, mu: float = 0.01, alpha: float = 0.01):
+        super().__init__()
+        self.mu = _check_positive("mu", mu, "adaste_released")
+        self.alpha = _check_alpha(alpha, "adaste_released")
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _AdasteReleased.apply(theta, self.mu, self.alpha) if self.training else sign_with_zero(theta)
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu:.4g}, alpha={self.alpha:.4g}"
+
+
+class _XnorReleased(torch.autograd.Function):
+    """XNOR-Net as the jiecaoyu/XNOR-Net-PyTorch CIFAR code computes it: w = α_c·torch.sign(θ) with
+    α_c = mean |θ| over output channel c; θ receives
+    (α_c·ℓ'·1[|θ| ≤ 1] + torch.sign(θ)·(1/n)·Σ_c ℓ'·torch.sign(θ))·n·(1 − 1/C_in),
+    n = elements per output channel, C_in = dim 1 of the weight. Saves θ (the Parameter) and α."""
+
+    @staticmethod
+    def forward(ctx, theta):
+        flat = theta.reshape(theta.shape[0], -1)
+        alpha = flat.abs().mean(dim=1, keepdim=True)
+        ctx.save_for_backward(theta, alpha)
+        return (alpha * sign_with_zero(flat)).reshape(theta.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        theta, alpha = ctx.saved_tensors
+        flat_theta = theta.reshape(theta.shape[0], -1)
+        flat = grad.reshape(flat_theta.shape)
+        s = sign_with_zero(flat_theta).to(grad.dtype)
+        n = flat.shape[1]
+        through_sign = flat * alpha * (flat_theta.abs() <= 1)
+        through_alpha = s * (flat * s).sum(dim=1, keepdim=True) / n
+        return ((through_sign + through_alpha) * (n * (1.0 - 1.0 / theta.shape[1]))).reshape(grad.shape)
+
+
+@quantizer("xnor_released")
+class XnorReleased(nn.Module):
+    """`xnor_released`: XNOR weights as the XNOR-Net-PyTorch CIFAR code; see `_XnorReleased`."""
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return _XnorReleased.apply(theta)
+
+
+class _BinActiveReleased(torch.autograd.Function):
+    """Activations as the XNOR-Net-PyTorch CIFAR code's BinActive: forward torch.sign(x) (0 ↦ 0),
+    backward ℓ'·1[|x| < 1] (zero at |x| = 1, where `bnn` passes the gradient)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x.abs() < 1)
+        return sign_with_zero(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside
+
+
+@quantizer("xnor_input_released")
+class BinActiveReleased(nn.Module):
+    """`xnor_input_released`: torch.sign activations with the strict gate 1[|x| < 1]; see `_BinActiveReleased`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BinActiveReleased.apply(x)

@@ -14,6 +14,8 @@ checkpoint: on the CPU its final metrics equal an uninterrupted run's with the s
 
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,6 +25,8 @@ from bnnbench import callbacks as cb
 from bnnbench import tracking
 from bnnbench.config import ResolvedRun, RunConfig, resolve
 from bnnbench.errors import BadInput, RunFailed, Terminated
+
+log = logging.getLogger("bnnbench")
 
 
 @dataclass
@@ -71,6 +75,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
     method = build_method(resolved)
     size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
     costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing
+    warn_if_heavy(resolved, method.model, costs, datamodule.split_sizes["train"])
     if resolved.compile:
         import torch
 
@@ -82,6 +87,8 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
 
     with tracking.RecordedRun(resolved, datamodule.extra_params(), device_name(resolved.accelerator),
                               resume_id=resume) as record:
+        if not record.resumed:  # the MLflow dataset input: name, digest, source, split sizes (logged once)
+            record.log_dataset(datamodule.describe())
         checkpoints = record.checkpoint_dir
         # The best epoch (tested at the end) and the latest one (resumed from). Lightning's `save_last`
         # refreshes `last.ckpt` only in epochs that improve the monitored metric, so it is its own callback.
@@ -89,14 +96,17 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
                                             mode="max", save_top_k=1)
         latest = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
                                               save_on_train_epoch_end=True, enable_version_counter=False)
+        bar = resolved.progress == "bar" and sys.stderr.isatty()
+        progress = [cb.StderrProgressBar()] if bar else \
+            [cb.EpochLines(resolved.run_name)] if resolved.progress != "none" else []
         trainer = pl.Trainer(
             max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
             callbacks=[best, latest, cb.RandomState(), cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
                        cb.CostMetrics(costs, record),
                        cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
-                       *(callbacks or [])],
+                       *progress, *(callbacks or [])],
             plugins=[cb.AtomicCheckpointIO()], logger=[record.logger] + ([record.mirror] if record.mirror else []),
-            num_sanity_val_steps=0, enable_progress_bar=resolved.progress_bar, enable_model_summary=False,
+            num_sanity_val_steps=0, enable_progress_bar=bar, enable_model_summary=False,
             log_every_n_steps=1, default_root_dir=checkpoints)
         last = checkpoints / "last.ckpt"
         with warnings.catch_warnings():
@@ -107,15 +117,54 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
             raise KeyboardInterrupt
         if datamodule.has_test:
             trainer.test(method, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)
+        from bnnbench import export  # the best epoch's network as evaluated (tested), as the run's MLflow model
+
+        network = export.evaluation_network(method, None if datamodule.has_test else best.best_model_path)
+        record.log_model(network, export.example_images(datamodule))
         metrics = record.metrics()
     return RunResult(run_id=record.run_id, status="FINISHED", metrics=metrics, experiment=resolved.experiment)
+
+
+HEAVY = 10  # a configuration this many times the MACs of its dataset's default network gets a warning
+
+
+def warn_if_heavy(resolved: ResolvedRun, model, costs, train_images: int) -> None:
+    """One warning line when a run is far heavier than its dataset's default (paper mode on digits builds
+    a 224-px network), with its MACs per image and an epoch time estimated from one timed forward pass
+    (a training step ≈ 3 forward passes)."""
+    import time
+
+    import torch
+
+    from bnnbench import archs, cost
+
+    d = resolved.dataset_cls
+    if (resolved.arch, resolved.image_size) == (d.default_arch, d.image_size):
+        return
+    macs = costs.fp_macs + costs.bwn_macs + costs.bops
+    default_size = (d.in_channels, d.image_size, d.image_size)
+    default = cost.count(archs.build(d.default_arch, d.num_classes, d.in_channels, d.image_size), default_size)
+    ratio = macs / max(default.fp_macs + default.bwn_macs + default.bops, 1)
+    if ratio < HEAVY:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        started = time.perf_counter()
+        model(torch.zeros(1, d.in_channels, resolved.image_size, resolved.image_size))
+        forward_s = time.perf_counter() - started
+    model.train(was_training)
+    minutes = 3 * forward_s * train_images / 60
+    log.warning(f"{resolved.arch} at {resolved.image_size} px is {macs / 1e9:.3g} G MACs per image, {ratio:,.0f}× "
+                f"the default of {resolved.dataset} ({d.default_arch} at {d.image_size} px); an epoch of "
+                f"{train_images:,} images takes about {minutes:,.0f} min here (from one timed forward pass)")
 
 
 def resume_config(run_id: str, tracking_uri: str | None, **where) -> RunConfig:
     """The RunConfig of an interrupted run, from the recipe it recorded; BadInput if it cannot resume.
 
     A run can resume when it is KILLED, or RUNNING with its owner gone (`tracking.owner_gone`). `where`
-    (checkpoint_dir, progress_bar, accelerator, wandb) sets how it runs now, not what it trains.
+    (checkpoint_dir, progress, accelerator, wandb) sets how it runs now, not what it trains.
     """
     tracking.check_store(tracking_uri)
     info = tracking.run_info(tracking_uri, run_id)

@@ -43,12 +43,13 @@ class Suite:
     experiment: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def configs(self, tracking_uri: str | None = None, wandb: bool = False) -> list[RunConfig]:
+    def configs(self, tracking_uri: str | None = None, wandb: bool = False,
+                progress: str = "epochs") -> list[RunConfig]:
         return [RunConfig(method=m, dataset=d, arch=self.arch, mode=self.mode, epochs=self.epochs,
                           batch_size=self.batch_size, image_size=self.image_size, seed=s, data_dir=self.data_dir,
                           tracking_uri=tracking_uri, experiment=self.experiment,
                           method_overrides=dict(self.overrides.get(m, {})), tags={"suite": self.name}, wandb=wandb,
-                          progress_bar=False)  # one line per run instead
+                          progress=progress)
                 for d in self.datasets for m in self.methods for s in self.seeds]
 
 
@@ -117,12 +118,12 @@ def check_data(resolved: list) -> None:
 
 
 def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = False, wandb: bool = False,
-              echo=print) -> dict[str, int]:
+              echo=print, progress: str = "epochs") -> dict[str, int]:
     """Run every cell not yet FINISHED; returns counts of ran / resumed / skipped / failed cells."""
     from bnnbench import runner, tracking
     from bnnbench.config import resolve
 
-    configs = suite.configs(tracking_uri, wandb)
+    configs = suite.configs(tracking_uri, wandb, progress)
     resolved = [resolve(cfg) for cfg in configs]  # every bad name, key or value is found before any run
     tracking.check_store(tracking_uri)
     if wandb:
@@ -144,7 +145,7 @@ def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = Fal
         try:
             if run_id:
                 echo(f"{label}: resuming interrupted run {run_id}")
-                result = runner.run(runner.resume_config(run_id, tracking_uri, progress_bar=False, wandb=wandb),
+                result = runner.run(runner.resume_config(run_id, tracking_uri, progress=progress, wandb=wandb),
                                     resume=run_id)
             else:
                 result = runner.run(cfg)

@@ -49,6 +49,8 @@ HOST_TAG, PID_TAG, HEARTBEAT_TAG = "bnnbench.host", "bnnbench.pid", "bnnbench.he
 CHECKPOINT_TAG = "bnnbench.checkpoint_dir"  # where the run's resumable checkpoints are
 HEARTBEAT_S = 30.0  # a training run refreshes its heartbeat at least this often (seconds)
 STALE_S = 300.0  # a run on another host whose heartbeat is older than this is taken as interrupted
+MODEL_NAME = "model"  # a FINISHED run's network: `runs:/<run id>/model`
+DATA_CONTEXT = "training"  # the context of a run's dataset input
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.sql"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -376,6 +378,42 @@ class RecordedRun:
         """The latest value of every metric the run recorded: what the UI and the leaderboard read."""
         return dict(_client(self.uri).get_run(self.run_id).data.metrics)
 
+    def log_dataset(self, description: dict[str, Any]) -> None:
+        """The run's data as an MLflow dataset input (`TensorDataModule.describe()`): see `dataset_input`."""
+        _client(self.uri).log_inputs(self.run_id, datasets=[dataset_input(description)])
+
+    def log_model(self, model, input_example) -> str:
+        """Log `model` (a torch module in evaluation form) as this run's MLflow PyTorch model; its model id.
+
+        MLflow 3 keeps a model as a LoggedModel entity of the run's experiment, linked to the run as one
+        of its outputs; `runs:/<run id>/model` finds it by name and source run. The module is pickled
+        (MLflow's pickle format, not its `pt2` graph format), so `mlflow.pytorch.load_model` returns the
+        bnnbench modules themselves — binary layers with their quantizers — and loading needs bnnbench
+        importable. `input_example` (a few normalised images) gives the signature: float32
+        (-1, C, H, W) images in, (-1, classes) logits out. An earlier model of this run (one left by an
+        attempt killed while logging) is deleted first, so the run has one model.
+        """
+        import bnnbench
+
+        client = _client(self.uri)
+        run = client.get_run(self.run_id)
+        for earlier in _logged_models(self.uri, self.run_id, run.info.experiment_id):
+            client.delete_logged_model(earlier.model_id)
+        tags = {k: run.data.tags[k] for k in (CONFIG_ID_TAG, CODE_ID_TAG) if k in run.data.tags}
+        logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=self.run_id,
+                                            params=dict(run.data.params), tags=tags, model_type="bnnbench")
+        try:
+            _log_pytorch_model(self.uri, self.run_id, logged.model_id, model, input_example,
+                               metadata={"bnnbench_version": bnnbench.__version__,
+                                         "loading": "needs the bnnbench package: the modules are pickled"})
+        except BaseException:
+            from mlflow.entities import LoggedModelStatus
+
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        return logged.model_id
+
 
 @contextlib.contextmanager
 def _ignoring_sigterm():
@@ -436,6 +474,129 @@ def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int)
     runs = client.search_runs([found.experiment_id], filter_string=" and ".join(conditions),
                               order_by=["attributes.start_time DESC"])
     return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)} for r in runs]
+
+
+# -- datasets and models of runs ---------------------------------------------------------------------------
+def dataset_input(description: dict[str, Any]):
+    """An MLflow `DatasetInput` (context "training") from `TensorDataModule.describe()`; no data is uploaded.
+
+    Built with `mlflow.data`: a `MetaDataset` (metadata only) named after the dataset, with the digest of
+    the tensors the run used, a source — a local folder (`LocalArtifactDatasetSource`) or, for data that
+    no file holds, a code source naming what generates it — a tensor schema (uint8 images, int64
+    labels) and a profile with the split sizes, classes, mode, seed and the full SHA-1. It is what the
+    runs table of the MLflow UI shows in its Dataset column.
+    """
+    import json
+
+    import numpy as np
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    d = description
+    profile = {"splits": d["sizes"], "num_classes": d["num_classes"], "image_shape": d["image_shape"],
+               "mode": d["mode"], "seed": d["seed"], "sha1": d["sha1"]}
+
+    class Described(MetaDataset):
+        @property
+        def profile(self):
+            return profile
+
+        def to_dict(self):
+            return {**super().to_dict(), "profile": json.dumps(profile)}
+
+    source_text = str(d["source"])
+    if Path(source_text).is_absolute() and Path(source_text).exists():
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(source_text)  # a LocalArtifactDatasetSource
+    else:
+        source = CodeDatasetSource(tags={"source": source_text})
+    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, *d["image_shape"]), "images"),
+                     TensorSpec(np.dtype(np.int64), (-1,), "labels")])
+    dataset = Described(source, name=d["name"], digest=d["digest"], schema=schema)
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, DATA_CONTEXT)])
+
+
+@contextlib.contextmanager
+def _fluent_tracking_uri(uri: str):
+    """MLflow's model functions use the process-wide tracking URI; this sets it for one block only."""
+    import mlflow
+
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # a later MLflow: set it, as its public API allows
+        mlflow.set_tracking_uri(uri)
+        yield
+        return
+    with _use_tracking_uri(uri):
+        yield
+
+
+def _logged_models(uri: str | None, run_id: str, experiment_id: str) -> list:
+    """The LoggedModels named `MODEL_NAME` that `run_id` produced (what `runs:/<run id>/model` resolves)."""
+    client = _client(uri)
+    found, token = [], None
+    while True:
+        page = client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"name = '{MODEL_NAME}'",
+                                           page_token=token)
+        found += [m for m in page if m.source_run_id == run_id]
+        token = page.token
+        if not token:
+            return found
+
+
+def _log_pytorch_model(uri: str, run_id: str, model_id: str, model, input_example, metadata: dict) -> None:
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    example = input_example.detach().cpu().float()
+    with torch.no_grad():
+        output = model(example)
+    signature = infer_signature(example.numpy(), output.detach().cpu().numpy())
+    pickle_warning = logging.getLogger("mlflow.pytorch")  # "pickle can execute code": yes, bnnbench's own
+    level = pickle_warning.level
+    pickle_warning.setLevel(logging.ERROR)
+    try:
+        with _fluent_tracking_uri(uri):
+            mlflow.pytorch.log_model(model, name=MODEL_NAME, run_id=run_id, model_id=model_id, signature=signature,
+                                     input_example=example.numpy(), serialization_format="pickle",
+                                     pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+                                     metadata=metadata)
+    finally:
+        pickle_warning.setLevel(level)
+
+
+def run_summary(uri: str | None, run_id: str) -> dict[str, Any]:
+    """Status, experiment id, params, metrics and tags of one run; BadInput if the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = _client(uri).get_run(run_id)
+    except MlflowException:
+        raise BadInput(f"no run '{run_id}' in the MLflow store '{tracking_uri(uri)}'") from None
+    return {"run_id": run_id, "status": run.info.status, "experiment_id": run.info.experiment_id,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+def load_model(uri: str | None, run_id: str):
+    """The run's MLflow PyTorch model (`RecordedRun.log_model`) on the CPU; BadInput if it has none."""
+    import mlflow.pytorch
+
+    summary = run_summary(uri, run_id)
+    models = [m for m in _logged_models(uri, run_id, summary["experiment_id"]) if m.status == "READY"]
+    if not models:
+        raise BadInput(f"run {run_id} has no MLflow model '{MODEL_NAME}' (runs record one since bnnbench logs "
+                       f"models; a tuning parent or an older run has none): train it again to export it")
+    with _fluent_tracking_uri(tracking_uri(uri)):
+        return mlflow.pytorch.load_model(f"models:/{models[0].model_id}", map_location="cpu")
 
 
 # -- runs not driven by Lightning: the tuner's parent run, and tags on finished runs ---------------------

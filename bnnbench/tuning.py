@@ -31,6 +31,7 @@ import dataclasses
 import importlib
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,6 +228,9 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
     study = optuna.create_study(storage=open_storage(storage), sampler=make_sampler(sampler, cfg.seed),
                                 pruner=pruner, study_name=name, direction="maximize", load_if_exists=True)
     _check_identity(study, study_identity(resolved), storage)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVE])  # what optuna-dashboard shows instead of "Objective 0"
 
     experiment = resolved.experiment
     parent_params = {**resolved.params(), "trials": trials, "timeout_s": timeout, "sampler": sampler,

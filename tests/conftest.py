@@ -10,6 +10,18 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped, saying why, on a machine without CUDA (CI never has one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other

@@ -128,7 +128,7 @@ def test_ctrl_c_marks_the_run_killed(tracking_uri):
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(RunConfig(method="ste", dataset="fake", tracking_uri=tracking_uri, progress_bar=False),
+            run(RunConfig(method="ste", dataset="fake", tracking_uri=tracking_uri, progress="none"),
                 callbacks=[CtrlC()])
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after a Ctrl-C
@@ -144,7 +144,7 @@ def test_an_exception_in_training_marks_the_run_failed(tracking_uri):
             raise RuntimeError("disk on fire")
 
     with pytest.raises(RunFailed, match="disk on fire"):
-        run(RunConfig(method="dra", dataset="fake", tracking_uri=tracking_uri, progress_bar=False), callbacks=[Boom()])
+        run(RunConfig(method="dra", dataset="fake", tracking_uri=tracking_uri, progress="none"), callbacks=[Boom()])
     _, recorded = only_run(tracking_uri, "fake")
     assert recorded.info.status == "FAILED" and "disk on fire" in recorded.data.tags["failure_reason"]
 
@@ -163,3 +163,33 @@ def test_python_dash_m_is_the_same_program():
 
     out = subprocess.run([sys.executable, "-m", "bnnbench", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"bnnbench {bnnbench.__version__}"
+
+
+def test_progress_goes_to_stderr_one_line_per_epoch_and_stdout_keeps_the_results(tracking_uri, capsys):
+    assert main(["run", "--method", "fp", "--dataset", "fake", "--epochs", "2", "--tracking-uri", tracking_uri]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()] == ["val/acc_best", "test/acc", "MLflow"]
+    epochs = [line for line in captured.err.splitlines() if " epoch " in line]
+    assert len(epochs) == 2 and "epoch 2/2" in epochs[1] and "ETA" in epochs[0] and "val/acc" in epochs[0]
+    assert "\r" not in captured.err and "v_num" not in captured.err
+    assert main(["run", "--method", "fp", "--dataset", "fake", "--no-progress", "--tracking-uri", tracking_uri]) == 0
+    assert " epoch " not in capsys.readouterr().err
+
+
+def test_a_configuration_far_heavier_than_its_dataset_default_gets_one_warning(caplog):
+    from bnnbench import cost
+    from bnnbench.config import resolve
+    from bnnbench.runner import build_method, warn_if_heavy
+
+    heavy = resolve(RunConfig(method="fp", dataset="digits", arch="resnet18", image_size=32))
+    model = build_method(heavy).model
+    with caplog.at_level("WARNING", logger="bnnbench"):
+        warn_if_heavy(heavy, model, cost.count(model, (1, 32, 32)), 1258)
+    (record,) = caplog.records
+    assert "resnet18 at 32 px is 0.554 G MACs per image, 310× the default of digits (tiny at 8 px)" in record.message
+    assert "min here (from one timed forward pass)" in record.message
+    caplog.clear()
+    default = resolve(RunConfig(method="fp", dataset="digits"))
+    model = build_method(default).model
+    warn_if_heavy(default, model, cost.count(model, (1, 8, 8)), 1258)
+    assert not caplog.records

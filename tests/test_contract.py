@@ -21,7 +21,7 @@ from bnnbench.runner import build_method, resolve, run
 @pytest.mark.parametrize("method", METHODS.names())
 def test_method_trains_end_to_end_and_is_recorded(method, mode, tracking_uri):
     cfg = RunConfig(method=method, dataset="fake", arch="tiny", mode=mode, epochs=2, batch_size=16, image_size=8,
-                    tracking_uri=tracking_uri, progress_bar=False)
+                    tracking_uri=tracking_uri, progress="none")
     result = run(cfg)
     assert result.status == "FINISHED"
     for key in ("train/loss", "val/acc", "val/acc_best", "test/acc"):

@@ -182,7 +182,7 @@ def test_cli_cost_bad_image_size_is_one_line_and_exit_2(capsys):
 
 def test_every_run_records_its_costs(tracking_uri, tmp_path):
     result = run(RunConfig(method="ste", dataset="fake", epochs=1, tracking_uri=tracking_uri,
-                           progress_bar=False))
+                           progress="none"))
     # fake data: tiny at 3×8×8, 4 classes; ste binarizes the two inner convs (BWN)
     expected = {"cost/fp_macs": 3 * 32 * 9 * 64 + 64 * 4,
                 "cost/bwn_macs": 32 * 64 * 9 * 64 + 64 * 64 * 9 * 16, "cost/bops": 0}

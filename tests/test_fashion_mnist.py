@@ -24,9 +24,14 @@ from bnnbench.registry import DATASETS, METHODS
 from tests.datafiles import assert_one_line_naming
 
 REAL = FashionMnistDataModule.system_dir
-needs_real_files = pytest.mark.skipif(
+_real_files_missing = pytest.mark.skipif(
     not all((REAL / f"{name}.gz").is_file() for pair in FashionMnistDataModule.files.values() for name in pair),
     reason=f"the real Fashion-MNIST files are not in {REAL}: apt-get install dataset-fashion-mnist")
+
+
+def needs_real_files(test):
+    """Marked `data` (needs a real dataset on this machine) and skipped, saying why, where it is missing."""
+    return pytest.mark.data(_real_files_missing(test))
 TRAIN_PER_CLASS, TEST_PER_CLASS = 12, 2  # small files: 120 training, 20 test images
 
 

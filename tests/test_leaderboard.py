@@ -307,7 +307,7 @@ def test_pareto_front_on_a_hand_made_example():
 
 
 def test_the_committed_published_numbers_are_valid_and_cite_their_table():
-    table = leaderboard.read_published(REPO / "leaderboard" / "published.csv")
+    table = leaderboard.read_published(leaderboard.PUBLISHED)
     assert table["source"].str.contains("Table").all()
     assert table["value"].astype(float).between(0, 100).all()
     lookup = {(r.source.split(" (")[0], r.dataset, r.arch, r.method, r.label, r.epochs): (r.value, r.std, r.n)
@@ -315,7 +315,7 @@ def test_the_committed_published_numbers_are_valid_and_cite_their_table():
     assert lookup["DRA-BNN", "garbage", "dra_resnet18", "dra", "DRA-BNN", "97"] == ("82.66", "", "")
     annealed = lookup["AdaSTE", "cifar10", "resnet18", "adaste", "AdaSTE (with annealing) (*)", "500"]
     assert annealed == ("94.11", "0.08", "5")
-    assert lookup["BNEW", "cifar100", "resnet20", "bop", "BOP", "200"] == ("54.3", "0.7", "5")
+    assert lookup["BNEW", "cifar100", "bnew_resnet20", "bop", "BOP", "200"] == ("54.3", "0.7", "5")
 
 
 # -- the page's layout, the README block and the plots ---------------------------------------------------------
@@ -388,7 +388,7 @@ def test_datasets_with_runs_come_first_and_published_only_ones_last(published):
     assert lines.index("### cifar100") > lines.index("## Published numbers for datasets without runs")
     first_table = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
     assert first_table < 30  # results before the explanations and the papers' numbers of other datasets
-    assert "[cifar100](#cifar100)" in page and "BOP | resnet20 | bop" in page  # still listed, at the end
+    assert "[cifar100](#cifar100)" in page and "BOP | bnew_resnet20 | bop" in page  # still listed, at the end
     assert page.index("| P1 | BNEW") > page.index("## Published numbers for datasets without runs")
 
 
@@ -517,3 +517,12 @@ def test_the_drawn_labels_do_not_overlap_on_the_digits_layout(published):
             assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
             for j, b in enumerate(extents[i + 1:], i + 1):
                 assert not a.overlaps(b), (labels[i].get_text(), labels[j].get_text())
+
+
+def test_the_leaderboard_runs_in_an_empty_directory(tmp_path, monkeypatch, capsys):
+    """Outside the repository: the published numbers come with the package, the page is written here."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["leaderboard"]) == 0
+    page = (tmp_path / "leaderboard" / "README.md").read_text()
+    assert "DRA-BNN" in page and "82.66" in page  # a published number, from the package's own copy
+    assert main(["leaderboard", "--check"]) == 0

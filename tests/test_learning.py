@@ -11,5 +11,5 @@ from bnnbench.runner import run
 
 
 def test_dra_learns_digits_far_above_chance(tracking_uri):
-    result = run(RunConfig(method="dra", dataset="digits", epochs=10, tracking_uri=tracking_uri, progress_bar=False))
+    result = run(RunConfig(method="dra", dataset="digits", epochs=10, tracking_uri=tracking_uri, progress="none"))
     assert result.metrics["test/acc"] >= 0.90  # chance is 0.10

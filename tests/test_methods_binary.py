@@ -142,7 +142,7 @@ class _Recorder(pl.Callback):
 
 def test_bnew_two_phases_in_one_run_then_sign_and_freeze(tracking_uri):
     recorder = _Recorder()
-    result = run(RunConfig(method="bnew", dataset="fake", epochs=6, tracking_uri=tracking_uri, progress_bar=False,
+    result = run(RunConfig(method="bnew", dataset="fake", epochs=6, tracking_uri=tracking_uri, progress="none",
                            method_overrides={"phase1_epochs": 3, "freeze_epoch": 1, "lambda_max": 0.01}),
                  callbacks=[recorder])
     assert result.status == "FINISHED"
@@ -162,7 +162,7 @@ def test_bnn_learns_digits(tracking_uri):
     """W1A1 BinaryNet on 8×8 digits, 8 epochs: measured test accuracy 0.93 (chance 0.1). With the sign's
     gradient negated it measured 0.09, with no gradient through the sign (only the real first conv,
     BNs and classifier learn around random binary layers) 0.37."""
-    result = run(RunConfig(method="bnn", dataset="digits", epochs=8, tracking_uri=tracking_uri, progress_bar=False))
+    result = run(RunConfig(method="bnn", dataset="digits", epochs=8, tracking_uri=tracking_uri, progress="none"))
     assert result.metrics["test/acc"] > 0.75
 
 

@@ -167,11 +167,15 @@ def test_schedule_formulas():
     assert annealed_mu(200, 500, config) == annealed_mu(499, 500, config) == 100.0
     assert annealed_mu(0, 500, AdasteConfig(anneal=False)) == 100.0
     assert [linear_mu(e, 4, 1.0, 10.0) for e in range(4)] == [1.0, 4.0, 7.0, 10.0]
-    assert scheduled_beta(100, 0, BmdConfig(beta_growth=1.01)) == pytest.approx(1.01**100)  # BNEW's (paper mode)
-    assert scheduled_beta(10, 0, BmdConfig()) == pytest.approx(1.3**10)  # fair mode's default
-    assert scheduled_beta(400, 0, BmdConfig()) == 1e6  # capped instead of overflowing to inf
+    bnew = BmdConfig(beta_growth=1.01, beta_end=None)
+    assert scheduled_beta(100, 0, bnew) == pytest.approx(1.01**100)  # BNEW's (paper mode)
+    assert scheduled_beta(10, 0, BmdConfig(beta_end=None)) == pytest.approx(1.3**10)  # a fixed growth
+    # fair mode's default: from beta_start in the first epoch to beta_end in the last, geometrically
+    assert [scheduled_beta(e, 0, BmdConfig(), epochs=4) for e in range(4)] == pytest.approx([1, 10, 100, 1000])
+    assert scheduled_beta(400, 0, BmdConfig(beta_end=None)) == 1e6  # capped instead of overflowing to inf
     md = BmdConfig(beta_growth=1.02, beta_period_steps=200)
-    assert scheduled_beta(3, 399, md) == pytest.approx(1.02) and scheduled_beta(3, 400, md) == pytest.approx(1.02**2)
+    # step k trains with 1.02^ceil(k/200), as md-bnn multiplies β after steps 0, 200, 400, ...
+    assert scheduled_beta(3, 200, md) == pytest.approx(1.02) and scheduled_beta(3, 201, md) == pytest.approx(1.02**2)
 
 
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[float]:
@@ -181,11 +185,11 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[float]:
 def test_pc_ends_on_exact_sign_and_bmd_steps_beta_per_iteration(tracking_uri):
     """pc: μ linear 1 → 10 = 1/α, so the last epoch trains on sign(θ) (binary gap exactly 0). bmd with
     β × 1.5 every 2 steps: fake data has 4 steps per epoch, so β at the epochs' starts is 1.5^(0, 2, 4)."""
-    result = run(RunConfig(method="pc", dataset="fake", epochs=3, tracking_uri=tracking_uri, progress_bar=False))
+    result = run(RunConfig(method="pc", dataset="fake", epochs=3, tracking_uri=tracking_uri, progress="none"))
     assert metric_history(tracking_uri, result.run_id, "train/mu") == [1.0, 5.5, 10.0]
     gaps = metric_history(tracking_uri, result.run_id, "train/binary_gap")
     assert len(gaps) == 3 and gaps[0] > 0 and gaps[-1] == 0.0
-    result = run(RunConfig(method="bmd", dataset="fake", epochs=3, tracking_uri=tracking_uri, progress_bar=False,
+    result = run(RunConfig(method="bmd", dataset="fake", epochs=3, tracking_uri=tracking_uri, progress="none",
                            method_overrides={"beta_growth": 1.5, "beta_period_steps": 2}))
     assert metric_history(tracking_uri, result.run_id, "train/beta") == pytest.approx([1.0, 1.5**2, 1.5**4])
     assert len(metric_history(tracking_uri, result.run_id, "train/binary_gap")) == 3
@@ -213,7 +217,7 @@ def test_learns_digits_with_the_documented_schedule(method, floor, schedule, tra
     learn) it is 0.55-0.67, with the gradient negated 0.00-0.09; chance is 0.1. μ follows the
     documented schedule, one value per epoch, and the distance from ±1 is recorded every epoch."""
     result = run(RunConfig(method=method, dataset="digits", epochs=EPOCHS, tracking_uri=tracking_uri,
-                           progress_bar=False))
+                           progress="none"))
     assert result.metrics["test/acc"] > floor
     assert metric_history(tracking_uri, result.run_id, "train/mu") == pytest.approx(schedule)
     gaps = metric_history(tracking_uri, result.run_id, "train/binary_gap")

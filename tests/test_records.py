@@ -21,6 +21,7 @@ from bnnbench import identity, tracking
 from bnnbench.cli import main
 from bnnbench.config import RunConfig
 from bnnbench.errors import Terminated
+from bnnbench.registry import METHODS
 from bnnbench.runner import run
 from tests.datafiles import write_cifar10
 
@@ -123,7 +124,7 @@ def test_kill_9_then_resume_ends_with_exactly_the_uninterrupted_metrics(tmp_path
 
 
 def test_resume_refuses_a_finished_or_live_run(tmp_path, tracking_uri, capsys):
-    result = run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress_bar=False))
+    result = run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress="none"))
     assert main(["run", "--resume", result.run_id, "--tracking-uri", tracking_uri]) == 2
     assert "is FINISHED: there is nothing to resume" in capsys.readouterr().err
     assert main(["run", "--resume", "nope", "--tracking-uri", tracking_uri]) == 2
@@ -133,19 +134,21 @@ def test_resume_refuses_a_finished_or_live_run(tmp_path, tracking_uri, capsys):
 
 
 class SigtermAt(pl.Callback):
-    """Sends this process SIGTERM at one point of the run."""
+    """Sends this process SIGTERM at one hook of the run, from epoch `epoch` on."""
 
-    def __init__(self, hook: str):
+    def __init__(self, hook: str, epoch: int = 0):
+        self.epoch = epoch
         setattr(self, hook, self._terminate)
 
-    def _terminate(self, *args):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises before this ends
+    def _terminate(self, trainer, *args):
+        if trainer.current_epoch >= self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
 
 
 @pytest.mark.parametrize("hook", ["on_train_batch_end", "on_validation_batch_end", "on_test_batch_start"])
 def test_sigterm_at_any_point_ends_the_run_killed_and_it_resumes(hook, tracking_uri):
-    cfg = RunConfig(method="dra", dataset="fake", epochs=2, tracking_uri=tracking_uri, progress_bar=False)
+    cfg = RunConfig(method="dra", dataset="fake", epochs=2, tracking_uri=tracking_uri, progress="none")
     with pytest.raises(Terminated):
         run(cfg, callbacks=[SigtermAt(hook)])
     killed = only(tracking_uri)
@@ -167,7 +170,7 @@ def test_sigterm_while_logging_artifacts_ends_the_run_killed(tracking_uri, monke
 
     monkeypatch.setattr(callbacks, "curves_figure", terminate)
     with pytest.raises(Terminated):
-        run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress_bar=False))
+        run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress="none"))
     killed = only(tracking_uri)
     assert (killed.info.status, killed.data.tags["failure_reason"]) == ("KILLED", "terminated (SIGTERM)")
 
@@ -248,7 +251,7 @@ def test_precision_and_compile_are_part_of_the_configuration(tracking_uri):
 
 def test_config_yaml_reproduces_the_run(tmp_path, tracking_uri):
     first = run(RunConfig(method="ste", dataset="fake", epochs=1, precision="32", seed=4,
-                          method_overrides={"lr": "0.01"}, tracking_uri=tracking_uri, progress_bar=False))
+                          method_overrides={"lr": "0.01"}, tracking_uri=tracking_uri, progress="none"))
     client = mlflow.MlflowClient(tracking_uri)
     recipe = client.download_artifacts(first.run_id, "config.yaml")
     assert main(["run", "--recipe", recipe, "--tracking-uri", tracking_uri, "--no-progress"]) == 0
@@ -263,7 +266,7 @@ def test_artifacts_go_beside_the_sqlite_store_not_the_working_directory(tmp_path
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    result = run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=uri, progress_bar=False))
+    result = run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=uri, progress="none"))
     assert (store / "mlartifacts" / result.run_id / "artifacts" / "config.yaml").is_file()
     assert not (tmp_path / "mlruns").exists()
     assert not (store / "checkpoints" / result.run_id).exists()
@@ -337,3 +340,32 @@ def test_wandb_without_an_account_or_offline_mode_is_one_line(tmp_path, tracking
     assert main(["run", "--method", "fp", "--dataset", "fake", "--wandb", "--tracking-uri", tracking_uri]) == 2
     err = capsys.readouterr().err
     assert "WANDB_MODE=offline" in err and err.count("\n") == 1 and all_runs(tracking_uri) == []
+
+
+def test_only_a_resumed_fit_takes_the_seconds_of_earlier_processes():
+    """Lightning restores callbacks also when `test` loads the best checkpoint: that must not reset the
+    run's wall time to the time of the best epoch."""
+    from bnnbench.callbacks import Timing
+
+    timing = Timing(record=None, has_test=True)
+    timing.load_state_dict({"seconds": 100.0, "first_step_s": 0.5})  # as `trainer.test(ckpt_path=best)` does
+    assert timing.seconds() < 100
+    timing.on_fit_start(trainer=None, module=None)  # a resumed fit
+    assert timing.seconds() >= 100 and timing.first_step_s == 0.5
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_resumes_to_exactly_the_uninterrupted_metrics(method, tracking_uri):
+    """Each method's own state (optimizer entries, schedules, phases) survives a checkpoint and a resume."""
+    def config(experiment):
+        return RunConfig(method=method, dataset="fake", epochs=3, tracking_uri=tracking_uri, progress="none",
+                         experiment=experiment)
+
+    with pytest.raises(Terminated):
+        run(config("killed"), callbacks=[SigtermAt("on_train_batch_end", epoch=1)])
+    client = mlflow.MlflowClient(tracking_uri)
+    (killed,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    resumed = run(config("killed"), resume=killed.info.run_id)
+    whole = run(config("whole"))
+    assert {k: v for k, v in resumed.metrics.items() if not k.startswith("time/")} == \
+        {k: v for k, v in whole.metrics.items() if not k.startswith("time/")}

@@ -56,6 +56,7 @@ def test_digits_study_records_trials_resumes_and_its_best_retrains(tmp_path, tra
     assert (tmp_path / "optuna.db").is_file()
     study = optuna.load_study(study_name="ste-digits-tiny-fair", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.metric_names == ["val/acc_best"]  # optuna-dashboard names the objective
 
     parents, trials = _split(_runs(tracking_uri, "digits"))
     assert len(parents) == 1 and sorted(trials) == [0, 1, 2]
@@ -95,7 +96,7 @@ def test_digits_study_records_trials_resumes_and_its_best_retrains(tmp_path, tra
 
 
 def test_pruned_trial_is_pruned_in_optuna_and_never_finished_in_mlflow(tracking_uri):
-    cfg = RunConfig(method="ste", dataset="fake", epochs=2, tracking_uri=tracking_uri, progress_bar=False)
+    cfg = RunConfig(method="ste", dataset="fake", epochs=2, tracking_uri=tracking_uri, progress="none")
     lines = []
     # val/acc is at most 1, so this pruner stops every trial after its first epoch
     result = tuning.tune(cfg, trials=2, pruner=optuna.pruners.ThresholdPruner(lower=1.5), echo=lines.append)
@@ -119,7 +120,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tracking_uri, monkeypatc
                 "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}
 
     monkeypatch.setattr(fp, "search_space", space)
-    cfg = RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress_bar=False)
+    cfg = RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress="none")
     lines = []
     result = tuning.tune(cfg, trials=2, pruner="none", echo=lines.append)
     assert result.states == {"FAIL": 1, "COMPLETE": 1} and result.best_trial == 1

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images N×C×H×W, int64 labels N)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# `TensorDataModule.data_source()` of the datasets that read no files: what generates their data.
+GENERATED_SOURCES = {
+    "digits": "sklearn digits (sklearn.datasets.load_digits, shipped with scikit-learn)",
+    "fake": "generated from seed {seed} (bnnbench.data.fake)",
+}
 
 
 def one_line(text: str) -> str:
@@ -193,6 +198,44 @@ class TensorDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         self.setup()
         return {k: len(y) for k, (_, y) in self.splits.items()}
+
+    # -- what a run records about its data (an MLflow dataset input) --------------------------------
+    def data_source(self) -> str:
+        """Where the data came from: what generates it for a dataset that reads no files, else the folder
+        the files were read from (`locate()` of a dataset that searches several folders, such as Debian's
+        /usr/share/datasets/fashion-mnist), else `data_dir`. A dataset may override it."""
+        if self.name in GENERATED_SOURCES:
+            return GENERATED_SOURCES[self.name].format(seed=self.seed)
+        locate = getattr(self, "locate", None)
+        if callable(locate):
+            found = locate()
+            folders = {Path(path).resolve().parent for path in found.values()} if isinstance(found, dict) else set()
+            if len(folders) == 1:
+                return str(folders.pop())
+        return str(self.data_dir.resolve())
+
+    def describe(self) -> dict[str, Any]:
+        """The data a run uses, for its MLflow dataset input: name, digest, source, split sizes and shape.
+
+        `sha1` digests the tensors actually used — each split's name, shape and uint8 images (after
+        resizing) and its int64 labels — so another seed's split, another image size or a changed file
+        gives another digest; `digest` is its first 16 hex digits (MLflow stores at most 36 characters).
+        Computed once per datamodule (hashing CIFAR-10 takes about a second).
+        """
+        if getattr(self, "_description", None) is None:
+            self.setup()
+            sha1 = hashlib.sha1()
+            for split, (images, labels) in self.splits.items():
+                sha1.update(f"{split}:{tuple(images.shape)}:{tuple(labels.shape)};".encode())
+                sha1.update(images.to(torch.uint8).contiguous().numpy())
+                sha1.update(labels.to(torch.int64).contiguous().numpy().astype("<i8", copy=False))
+            digest = sha1.hexdigest()
+            self._description = {
+                "name": self.name, "digest": digest[:16], "sha1": digest, "source": self.data_source(),
+                "sizes": dict(self.split_sizes), "image_shape": [self.in_channels, self.size, self.size],
+                "num_classes": self.num_classes, "mode": self.mode, "seed": self.seed,
+            }
+        return dict(self._description)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

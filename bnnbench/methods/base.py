@@ -5,12 +5,30 @@ test steps, metrics (torchmetrics), the optimizer and LR schedule, early stoppin
 the BNN diagnostics — and exposes small hooks for what differs. A method overrides only hooks:
 `make_weight_quantizer`, `make_input_quantizer`, `activation`, `full_precision_layers`,
 `parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss`, `resume_state` (Python-side state a
-resumed run needs), and Lightning's own epoch hooks for schedules.
+resumed run needs), `on_phase2_start`, and Lightning's own epoch hooks for schedules.
 It never overrides `training_step` wholesale.
+
+Two-phase start (BNEW's recipe, Paren & Poudel, "Training Binarized Neural Networks the Easy Way", BMVC
+2022, as its released code Alasdair-P/bnew runs every method it compares). A config with a
+`phase1_epochs` field asks for it: phase 1 trains the binary layers' latent weights as real weights
+(the training forward uses them as they are, with the plain gradient) clamped to [−1, 1], while the
+activations are already binary; phase 2 is the method itself. The switch, at the first phase-2 epoch,
+loads the model state of the best phase-1 `val/acc`, clears the optimizer's state (moments, Bop's
+gradient average) and restarts the LR schedule, because the released code runs phase 2 as a new job
+from phase 1's `best_model.pkl`; then `on_phase2_start` lets the method prepare (Bop signs the weights).
+Evaluation uses hard binary weights in both phases. `clamp_before_step` (on a config) applies the
+phase-1 clamp after backward and before the optimizer step, as the released code does, instead of after
+the step. `phase1_epochs=None` takes the class's `phase1_fraction` of the run. A checkpoint carries the
+best phase-1 state until the switch (`resume_state`), so a resumed run switches to the same weights.
+
+LR schedule: `scheduler=cosine|linear` decays per epoch, or per optimizer step where the config has
+`lr_interval=step` (the released BNEW scripts' `LRScheduler`: step t of T in a phase gets the factor
+1 − t/(T − 1), so the last step runs at `lr_min`), and restarts at phase 2.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -22,12 +40,41 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from bnnbench import archs
 from bnnbench.config import MethodConfig, apply_overrides
+from bnnbench.errors import BadInput
 from bnnbench.layers import binarize, binary_layers
 from bnnbench.quantizers import sign
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is stopped and marked FAILED."""
+
+
+def plan_phase1(phase1_epochs: int | None, epochs: int, fraction: float) -> int:
+    """Phase-1 epochs of a run of `epochs`: `phase1_epochs`, or `fraction` of the run (at least one epoch,
+    leaving phase 2 at least one) when it is None; 0 = no phase 1."""
+    if phase1_epochs is None:
+        return min(max(round(epochs * fraction), 1), epochs - 1)
+    if not 0 <= phase1_epochs < epochs:
+        raise BadInput(f"bad phase1_epochs {phase1_epochs}: must be 0..{epochs - 1} for a run of {epochs} epochs "
+                       "(phase 2 needs at least one epoch)")
+    return phase1_epochs
+
+
+class Phase1Gate(nn.Module):
+    """A binary layer's weight quantizer in a two-phase run: while `full_precision` is set (phase 1) the
+    training forward uses the latent weight as it is, with the plain gradient; evaluation, and training
+    once it is cleared, use the wrapped quantizer `inner`."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.full_precision = True
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w if self.full_precision and self.training else self.inner(w)
+
+    def extra_repr(self) -> str:
+        return f"full_precision={self.full_precision}"
 
 
 class BinaryMethod(pl.LightningModule):
@@ -39,6 +86,8 @@ class BinaryMethod(pl.LightningModule):
     # True where the training forward uses soft (non-binary) weights (AdaSTE while annealing, PC, BNN++,
     # MD): the base then logs `train/binary_gap` each epoch. A method may make it a property.
     soft_weights: ClassVar[bool] = False
+    # `phase1_epochs=None`: the fraction of the run that phase 1 takes (the paper recipe's ratio)
+    phase1_fraction: ClassVar[float] = 0.5
 
     @classmethod
     def default_config(cls, mode: str = "fair") -> MethodConfig:
@@ -53,6 +102,10 @@ class BinaryMethod(pl.LightningModule):
         self.config = config
         self.mode = mode
         self.epochs = epochs
+        self.phase1_epochs = plan_phase1(getattr(config, "phase1_epochs", 0), epochs, self.phase1_fraction)
+        self._best_phase1_acc = -math.inf
+        self._best_phase1_state: dict[str, torch.Tensor] | None = None
+        self._steps_per_epoch = 1
         self.model = self.build_model(arch, num_classes, in_channels, image_size)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -87,10 +140,17 @@ class BinaryMethod(pl.LightningModule):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Runs after every optimizer step. Default: clip latent weights to [−1, 1] when the config has
-        `clip_latent` on (BinaryConnect, BinaryNet, XNOR-Net), so a sign flip stays reachable."""
-        if getattr(self.config, "clip_latent", False):
-            for _, layer in self.binary_layers():
-                layer.weight.clamp_(-1.0, 1.0)
+        `clip_latent` on (BinaryConnect, BinaryNet, XNOR-Net), so a sign flip stays reachable; in phase 1
+        the clamp of the two-phase start (here unless `clamp_before_step`)."""
+        if self.in_phase1():
+            if not getattr(self.config, "clamp_before_step", False):
+                self.clamp_binary_weights()
+        elif getattr(self.config, "clip_latent", False):
+            self.clamp_binary_weights()
+
+    def on_phase2_start(self) -> None:
+        """Runs once at the switch to phase 2, after the best phase-1 state is loaded and the optimizer's
+        state cleared (a method whose phase 2 stores other weights, such as Bop, converts them here)."""
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
@@ -101,11 +161,84 @@ class BinaryMethod(pl.LightningModule):
         if self.make_weight_quantizer() is None:
             return backbone
         input_factory = self.make_input_quantizer if self.make_input_quantizer() is not None else None
-        return binarize(backbone, self.make_weight_quantizer, input_factory,
-                        skip=self.full_precision_layers(backbone))
+        weight_factory = self.make_weight_quantizer
+        if self.phase1_epochs > 0:
+            def weight_factory():
+                return Phase1Gate(self.make_weight_quantizer())
+        return binarize(backbone, weight_factory, input_factory, skip=self.full_precision_layers(backbone))
 
     def binary_layers(self):
         return binary_layers(self.model)
+
+    @torch.no_grad()
+    def clamp_binary_weights(self) -> None:
+        for _, layer in self.binary_layers():
+            layer.weight.clamp_(-1.0, 1.0)
+
+    # -- two-phase start ------------------------------------------------------------------------------
+    def in_phase1(self) -> bool:
+        return self.current_epoch < self.phase1_epochs
+
+    def phase_epoch(self, epoch: int | None = None) -> int:
+        """The epoch counted from the start of its phase (the released code runs each phase as a new job)."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return epoch if epoch < self.phase1_epochs else epoch - self.phase1_epochs
+
+    def phase_epochs(self, epoch: int | None = None) -> int:
+        """How many epochs the phase of `epoch` has."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return self.phase1_epochs if epoch < self.phase1_epochs else self.epochs - self.phase1_epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: the trainer's count once training runs, else the estimate made when
+        the optimizer was configured (1 without a trainer)."""
+        trainer = self._trainer
+        batches = getattr(trainer, "num_training_batches", None) if trainer is not None else None
+        if isinstance(batches, int | float) and math.isfinite(batches) and batches > 0:
+            return int(batches)
+        return self._steps_per_epoch
+
+    def phase_progress(self, epoch: int, step: int | None = None) -> float:
+        """How far into its phase a position is, in [0, 1]: per epoch e of E, e/E; per optimizer step t of T
+        (`step` counted from the run's start), t/(T − 1), as the released code's linear `LRScheduler`."""
+        if step is None:
+            return self.phase_epoch(epoch) / max(self.phase_epochs(epoch), 1)
+        per_epoch = self.steps_per_epoch
+        epoch = step // per_epoch
+        first = 0 if epoch < self.phase1_epochs else self.phase1_epochs * per_epoch
+        total = self.phase_epochs(epoch) * per_epoch
+        return min(max((step - first) / max(total - 1, 1), 0.0), 1.0)
+
+    def _enter_phase(self) -> None:
+        """At each epoch start: the weight gates follow the phase; at the first phase-2 epoch, the switch."""
+        if self.phase1_epochs == 0:
+            return
+        phase1 = self.in_phase1()
+        for _, layer in self.binary_layers():
+            if isinstance(layer.weight_quantizer, Phase1Gate):
+                layer.weight_quantizer.full_precision = phase1
+        if self.current_epoch == self.phase1_epochs:
+            if self._best_phase1_state is not None:
+                self.model.load_state_dict(self._best_phase1_state)
+                self._best_phase1_state = None
+            if getattr(self.config, "clip_latent", False):
+                self.clamp_binary_weights()  # the released STE clamps before every forward, the first included
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()  # a fresh optimizer, as the released code's phase-2 job
+            self.on_phase2_start()
+
+    def _track_best_phase1(self) -> None:
+        if self.trainer.sanity_checking or not self.in_phase1():
+            return
+        acc = float(self.trainer.callback_metrics["val/acc"])
+        if acc > self._best_phase1_acc:  # the first of equal epochs, as the released `best_model.pkl`
+            self._best_phase1_acc = acc
+            self._best_phase1_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.in_phase1() and getattr(self.config, "clamp_before_step", False):
+            self.clamp_binary_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -151,12 +284,14 @@ class BinaryMethod(pl.LightningModule):
             self.val_acc_best = acc
             self.confusion_matrix = self.confusion.compute().cpu()
         self.log("val/acc_best", self.val_acc_best)
+        self._track_best_phase1()
 
     def on_test_epoch_end(self):
         self.confusion_matrix = self.confusion.compute().cpu()
 
     # -- BNN diagnostics: how many binary weights flipped sign this epoch, how far soft weights are from ±1 --
     def on_train_epoch_start(self):
+        self._enter_phase()
         self._epoch_signs = [layer.weight.detach() >= 0 for _, layer in self.binary_layers()]
 
     def on_train_epoch_end(self):
@@ -188,7 +323,8 @@ class BinaryMethod(pl.LightningModule):
     def set_quantizer_param(self, name: str, value: float) -> None:
         """Set a scheduled weight-quantizer parameter (AdaSTE's μ, mirror descent's β) in every binary layer."""
         for _, layer in self.binary_layers():
-            setattr(layer.weight_quantizer, name, value)
+            quantizer = layer.weight_quantizer
+            setattr(quantizer.inner if isinstance(quantizer, Phase1Gate) else quantizer, name, value)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.after_optimizer_step()
@@ -196,11 +332,14 @@ class BinaryMethod(pl.LightningModule):
     # -- resumable state: what a checkpoint carries beyond parameters, buffers and optimizer state -------
     def resume_state(self) -> dict[str, Any]:
         """Python-side state a resumed run needs to continue exactly; a method with more extends it."""
-        return {"val_acc_best": self.val_acc_best, "confusion_matrix": self.confusion_matrix}
+        return {"val_acc_best": self.val_acc_best, "confusion_matrix": self.confusion_matrix,
+                "best_phase1_acc": self._best_phase1_acc, "best_phase1_state": self._best_phase1_state}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
         self.val_acc_best = state.get("val_acc_best", self.val_acc_best)
         self.confusion_matrix = state.get("confusion_matrix", self.confusion_matrix)
+        self._best_phase1_acc = state.get("best_phase1_acc", self._best_phase1_acc)
+        self._best_phase1_state = state.get("best_phase1_state", self._best_phase1_state)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["bnnbench"] = self.resume_state()
@@ -223,11 +362,28 @@ class BinaryMethod(pl.LightningModule):
         cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
         return cls(groups, lr=c.lr, weight_decay=c.weight_decay)
 
+    def lr_factor(self, position: int, interval: str = "epoch") -> float:
+        """The cosine/linear LR factor at an epoch or optimizer step, restarted at phase 2."""
+        c = self.config
+        progress = self.phase_progress(position) if interval == "epoch" else self.phase_progress(0, position)
+        floor = c.lr_min / c.lr
+        if c.scheduler == "linear":
+            return 1 + (max(floor, 1e-8) - 1) * progress
+        return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
+
     def configure_optimizers(self):
         c = self.config
         optimizer = self.make_optimizer()
         if c.scheduler == "none":
             return optimizer
+        interval = getattr(c, "lr_interval", "epoch")
+        if c.scheduler in ("cosine", "linear") and (self.phase1_epochs > 0 or interval == "step"):
+            if interval == "step":
+                epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 \
+                    else self.epochs
+                self._steps_per_epoch = max(round(self.trainer.estimated_stepping_batches / epochs), 1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: self.lr_factor(t, interval))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
         if c.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs, eta_min=c.lr_min)
         elif c.scheduler == "linear":

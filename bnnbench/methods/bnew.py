@@ -1,60 +1,84 @@
-"""`bnew`: BNEW, binary networks trained by proximal weight updates (Paren & Poudel, BMVC 2022).
+"""`bnew`: BNEW, binary networks trained by proximal weight updates.
 
-Paper: shared/papers/004_58931979113fa892.txt (the supplement; the main text's equations are
-restated in METHODS.md); released code Alasdair-P/bnew (`binary_main.py`, `prox.py`), which produced
-the published numbers.
+Paper: Paren & Poudel, "Training Binarized Neural Networks the Easy Way", BMVC 2022 (main text and
+supplementary material).
 
 What is reproduced. There is no latent copy: the weights w themselves are used in the forward pass
 during training (quantizer `direct`) and receive the plain gradient. Activations are binary in both
 phases: every binary layer's input is sign(x), with the ApproxSign gradient of Bi-Real Net
-(`activation_quantizer=approx_sign`, the comparison's choice; `bnn` = the supplement's "classic STE"),
-taken of PReLU(BN(x)) as in the comparison's PReLU blocks (`activation`; see `bop` for why PReLU).
-- Phase 1 (`phase1_epochs`): the weights are clamped to [−1, 1] after every optimizer step.
-- Phase 2 starts from phase 1's best-validation state: the method keeps a copy of the model's state
-  at the best phase-1 `val/acc` in memory and loads it at the phase boundary; Adam's moments are
-  reset and the LR schedule restarts, as the released code starts phase 2 as a new run from
-  `best_model.pkl`. After backward and before each optimizer step (`on_before_optimizer_step`) the
-  binary weights take a proximal step towards ±1, w ← clamp((1+2λ)·w, −1, 1) (`reg=bnew`), with
-  λ = λ₀·(e+1)/E in phase-2 epoch e of E (λ₀ = `lambda_max`). Variants from the supplement:
-  `reg=l1`, w ← clamp(w + λ·sign w), and `reg=l2`, w ← clamp((w + λ·sign w)/(1+λ)).
-- From the start of phase-2 epoch `freeze_epoch` the binary weights are set to sign(w) and frozen
-  (no gradient, no prox); the real-valued parameters keep training on the hard binary network.
-- Binary parameters: every conv/linear weight except the first conv and the classifier (the shared
-  backbone's full-precision layers) and, with `fp_shortcuts` (paper mode), the 1×1 shortcut convs.
+(`activation_quantizer=approx_sign`; `bnn` is the supplement's "classic STE").
+- Phase 1 (`phase1_epochs`, the shared two-phase start of `BinaryMethod`): the weights are clamped to
+  [−1, 1] at every step. Phase 2 starts from phase 1's best-`val/acc` state with a fresh Adam and a
+  restarted LR schedule.
+- Phase 2: every step the binary weights take a proximal step towards ±1, w ← clamp((1+2λ)·w, −1, 1)
+  (`reg=bnew`); variants from the supplement: `reg=l1`, w ← clamp(w + λ·sign w), and `reg=l2`,
+  w ← clamp((w + λ·sign w)/(1+λ)). λ ramps linearly over the E phase-2 epochs: λ₀·(e+1)/E in phase-2
+  epoch e (λ₀ = `lambda_max`), or, with `lagged_schedule`, λ₀·max(e, 1)/E (the released code, below).
+- From phase-2 epoch `freeze_epoch` on, the binary weights are set to sign(w) and frozen (no gradient,
+  no prox); the real-valued parameters keep training on the hard binary network.
+- Binary parameters: every conv/linear weight except the first conv and the classifier and, with
+  `fp_shortcuts` (paper mode), the 1×1 shortcut convs.
+- Order of the clamp/prox and the optimizer step: the paper's proximal step (supplement, eq. 2, after
+  ProxQuant) is w_{t+1} = prox(w_t − η·∇f(w_t)), so by default the clamp and the prox follow the
+  optimizer step; `clamp_before_step` applies them after backward and before the step, as the released
+  code does, so that the forward pass sees the weights before their prox.
 
-Validation and test always use sign(w) (METHODS.md), also in phase 1, so `val/acc` — and hence the
-phase-1 state phase 2 starts from — measures the hard binary network. `train/binary_gap` logs
-mean |w − sign(w)| over the binary weights (the released code's `dist_to_binary`), `train/lambda`
-the current λ, and `train/flip_rate` (from the base) the fraction of signs that changed in an epoch.
+Validation and test always use sign(w), also in phase 1, so `val/acc` measures the hard binary
+network. `train/binary_gap` logs mean |w − sign(w)| over the binary weights (the released code's
+`dist_to_binary`), `train/lambda` the current λ, `train/flip_rate` (from the base) the fraction of
+signs that changed in an epoch.
 
-Epoch budget. Both phases run in one `bnnbench run` of `epochs` epochs: `phase1_epochs` defaults to
-one sixth of the run (paper: 200 of 1200) and `freeze_epoch` to leave the last 1.9 % of phase 2
-frozen, at least one epoch (paper: 981 of 1000, i.e. frozen after the released code's epoch 980).
-The released code applies the prox with λ proportional to the step count of a 1000-epoch phase 2;
-on short runs the total pull towards ±1 (about exp(λ₀·steps per epoch·E)) is much weaker, so a
-larger `lambda_max` may be needed there (see `search_space`).
+Released code: Alasdair-P/bnew, which produced the published numbers. `binary_main.py` (the training
+loop), `prox.py` (`prox_opt`: the binary parameters, the clamp `convex_hull` of phase 1, the prox
+`u_reg`/`w_reg`/`U_reg` of `bnew_binary`/`l1_binary`/`l2_binary`, the λ ramp `adjust_reg`, the freeze
+`binary_freeze`), `utils/lr_scheduler.py` (`LRScheduler`, linear per iteration), `models/ste_wide_resnet.py`
+(`birealresnet20`, model `brn`), and the scripts `reproduce/cifar100/phase_1_100.py` (phase 1: 200
+epochs, `--reg-type convex_hull`, Adam lr 0.01, `--lr_mode linear`, batch 128) and
+`reproduce/cifar100/100bnew.py` (phase 2: 1000 epochs from phase 1's `best_model.pkl`, `--reg-type
+bnew_binary`, Adam lr 0.01 linear, batch 128, `--reg` 1e-3 for its first job and 1e-4 for the other four,
+`--freeze 980 … 999`). What the code computes, step by step: the LR of iteration t of T is
+lr₀·(1 − t/(T − 1)); after `loss.backward()` and before `optimizer.step()` the binary weights are
+clamped (phase 1) or take the prox (phase 2); λ is recomputed at the end of every epoch from the
+index of the epoch just finished, λ₀·(e+1)/E after epoch e, so epoch e trains with λ₀·max(e, 1)/E;
+at the end of phase-2 epoch 980 the weights become `torch.sign(w)` and stop training (epochs 981–999
+run frozen). Paper mode reproduces all of this: `bnew_resnet20` (that network, see `archs.BnewResNet20`),
+batch 128, 1200 epochs (`phase1_epochs=200` of them, by the default sixth of the run), Adam lr 0.01
+with `scheduler=linear` and `lr_interval=step` in each phase, `clamp_before_step`, `lagged_schedule`,
+λ₀ = 1e-4, `freeze_epoch` 981 (the default last 1.9 % of phase 2), 1×1 shortcut convs full precision.
+Published: supplement Table 1, CIFAR-100 without distillation, 55.0 ± 0.5 at 1000 epochs (52.7 ± 0.3
+at 200). Fair mode: the shared backbone (all convs but the first binary), the paper's order of the
+update, λ₀·(e+1)/E, λ₀ = 1e-3, and the shared cosine schedule per epoch, restarted at phase 2
+(`plateau` does not restart).
 
-Paper mode: `resnet20`, batch 128, 1200 epochs (200 + 1000), Adam lr 0.01 with linear decay in each
-phase, λ₀ = 1e-3, 1×1 shortcut convs full precision (supplement Table 1, CIFAR-100 without
-distillation: 52.7 ± 0.3 at 200 epochs, 55.0 at 1000). Fair mode: the shared backbone (all convs but
-the first binary) and the shared cosine schedule, restarted at phase 2 (`plateau` does not restart).
+Epoch budget. Both phases run in one `bnnbench run` of `epochs` epochs: `phase1_epochs` defaults to one
+sixth of the run (paper: 200 of 1200) and `freeze_epoch` to leave the last 1.9 % of phase 2 frozen, at
+least one epoch (paper: from phase-2 epoch 981 of 1000; the released 200-epoch scripts of the ablation
+freeze after epoch 180, i.e. `freeze_epoch=181`). The prox multiplies w by 1 + 2λ at every step, so
+over phase 2 the total pull towards ±1 is about exp(λ₀·steps per epoch·E): λ₀ was tuned for a
+1000-epoch phase 2, and short runs may need a larger `lambda_max` (see `search_space`).
 
 Deviations:
-- Our `resnet20` replaces the comparison's ReActNet-style ResNet-20 (learnable biases before signs
-  and around PReLU, learnable per-channel scales, average-pool + 1×1 shortcuts).
-- The released code selects the phase-1 checkpoint by validation accuracy of the real-weight network
-  and runs phase 1 and 2 as separate jobs; here the selection uses the hard binary network's
-  `val/acc` (our evaluation convention) and both phases share one run, one MLflow record.
-- Phase 1 clamps after each step (METHODS.md); the released code clamps before it.
-- LR and λ change per epoch, not per step; the released script used λ₀ = 1e-4 for four of its five
-  CIFAR-100 seeds and 1e-3 for one.
-- sign(0) = +1 in the prox variants (the released code's `torch.sign` leaves an exact 0 at 0).
-- No distillation (the supplement's distillation rows are not reproduced).
+- sign(0): the released code's `torch.sign` maps 0 to 0; here sign(0) = +1 everywhere. It matters at
+  the freeze (an exact 0 weight stays 0, a ternary weight, in the released code and becomes +1 here),
+  in the `l1`/`l2` prox (an exact 0 gets no pull there, +λ here) and in the activations, where exact
+  zeros do occur (e.g. BatchNorm outputs after integer-valued binary convs): the released sign passes
+  them as 0, bnnbench as +1, keeping every effective weight and activation exactly ±1.
+- Phase 1's best state is chosen by `val/acc` of the hard binary network (sign(w)); the released code
+  chooses it by the accuracy of the real-weight network. The released phase-2 job validates only in its
+  frozen epochs (980–999 but 986), so its best model is always an exactly binary one; here every epoch
+  is validated with sign(w) and the run's best `val/acc` epoch over both phases is tested (in practice a
+  frozen epoch: before the freeze BatchNorm's statistics come from the soft weights). The released
+  job's final test loads a `best_quant_model.pkl` that a `bnew_binary` job never writes, so how its test
+  accuracies were read off is not in the code.
+- λ₀: one setting per run; the released CIFAR-100 jobs used 1e-3 for one seed and 1e-4 for four
+  (paper mode takes 1e-4).
+- Both phases share one run and one MLflow record (the released code runs them as two jobs); the data
+  pipeline is bnnbench's (CIFAR-100: a stratified 45,000/5,000 split, the released code's is random).
+- No distillation (the supplement's distillation rows and `dist_main.py` are not reproduced).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,9 +86,11 @@ import torch
 
 from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from bnnbench.errors import BadInput
-from bnnbench.methods.base import BinaryMethod
+from bnnbench.methods.base import BinaryMethod, plan_phase1
 from bnnbench.quantizers import get_quantizer, sign
 from bnnbench.registry import METHODS
+
+PHASE1_FRACTION = 1 / 6  # 200 of the paper's 1200 epochs
 
 
 @dataclass(frozen=True)
@@ -79,16 +105,14 @@ class BnewConfig(MethodConfig):
     activation_quantizer: Literal["approx_sign", "bnn"] = "approx_sign"  # gradient of the sign activation
     activation: Literal["prelu", "hardtanh", "identity"] = "prelu"  # what BN's output passes before the sign
     fp_shortcuts: bool = False  # keep 1×1 shortcut convs full precision (paper mode)
+    lr_interval: Literal["epoch", "step"] = "epoch"  # LR schedule per epoch, or per optimizer step (released)
+    clamp_before_step: bool = False  # clamp (phase 1) and prox (phase 2) before the optimizer step (released)
+    lagged_schedule: bool = False  # λ of phase-2 epoch e = λ₀·max(e, 1)/E (released), else λ₀·(e+1)/E
 
 
 def phase_plan(config: BnewConfig, epochs: int) -> tuple[int, int]:
     """(phase-1 epochs, phase-2 epoch at which the weights are signed and frozen) for a run of `epochs`."""
-    phase1 = config.phase1_epochs
-    if phase1 is None:
-        phase1 = min(max(round(epochs / 6), 1), epochs - 1)
-    elif not 0 <= phase1 < epochs:
-        raise BadInput(f"bad phase1_epochs {phase1}: must be 0..{epochs - 1} for a run of {epochs} epochs "
-                       "(phase 2 needs at least one epoch)")
+    phase1 = plan_phase1(config.phase1_epochs, epochs, PHASE1_FRACTION)
     phase2 = epochs - phase1
     freeze = config.freeze_epoch
     if freeze is None:
@@ -102,25 +126,22 @@ def phase_plan(config: BnewConfig, epochs: int) -> tuple[int, int]:
 @METHODS.register("bnew")
 class BnewMethod(BinaryMethod):
     Config = BnewConfig
-    paper_recipe = {"arch": "resnet20", "epochs": 1200, "batch_size": 128}
-    paper_config = {"scheduler": "linear", "fp_shortcuts": True}
+    paper_recipe = {"arch": "bnew_resnet20", "epochs": 1200, "batch_size": 128}
+    paper_config = {"scheduler": "linear", "lr_interval": "step", "fp_shortcuts": True, "clamp_before_step": True,
+                    "lagged_schedule": True, "lambda_max": 1e-4}
     soft_weights = True  # the training forward uses w in [−1, 1]: the base logs `train/binary_gap`
+    phase1_fraction = PHASE1_FRACTION
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.phase1_epochs, self.freeze_epoch = phase_plan(self.config, self.epochs)
+        _, self.freeze_epoch = phase_plan(self.config, self.epochs)
         self.frozen = False
-        self._best_phase1_acc = -math.inf
-        self._best_phase1_state: dict[str, torch.Tensor] | None = None
 
     def resume_state(self) -> dict:
-        return {**super().resume_state(), "frozen": self.frozen, "best_phase1_acc": self._best_phase1_acc,
-                "best_phase1_state": self._best_phase1_state}
+        return {**super().resume_state(), "frozen": self.frozen}
 
     def load_resume_state(self, state: dict) -> None:
         super().load_resume_state(state)
-        self._best_phase1_acc = state.get("best_phase1_acc", self._best_phase1_acc)
-        self._best_phase1_state = state.get("best_phase1_state", self._best_phase1_state)
         if state.get("frozen") and not self.frozen:
             self.freeze()  # the weights are ±1 already; this stops their updates again
 
@@ -133,16 +154,18 @@ class BnewMethod(BinaryMethod):
     def binary_weights(self) -> list[torch.nn.Parameter]:
         return [layer.weight for _, layer in self.binary_layers()]
 
-    # -- phases ---------------------------------------------------------------------------------------
+    # -- phase 2: prox, λ ramp, freeze ------------------------------------------------------------------
     def in_phase2(self) -> bool:
-        return self.current_epoch >= self.phase1_epochs
+        return not self.in_phase1()
 
     def lambda_at(self, epoch: int) -> float:
-        """λ of run epoch `epoch`: λ₀·(e+1)/E over phase-2 epochs e of E; 0 in phase 1."""
-        phase2_epoch = epoch - self.phase1_epochs
-        if phase2_epoch < 0:
+        """λ of run epoch `epoch`: λ₀·(e+1)/E (or λ₀·max(e, 1)/E, `lagged_schedule`) in phase-2 epoch e
+        of E; 0 in phase 1."""
+        e = epoch - self.phase1_epochs
+        if e < 0:
             return 0.0
-        return self.config.lambda_max * (phase2_epoch + 1) / (self.epochs - self.phase1_epochs)
+        ramp = max(e, 1) if self.config.lagged_schedule else e + 1
+        return self.config.lambda_max * ramp / (self.epochs - self.phase1_epochs)
 
     @torch.no_grad()
     def prox(self, lam: float) -> None:
@@ -166,55 +189,25 @@ class BnewMethod(BinaryMethod):
         self.frozen = True
 
     def on_train_epoch_start(self):
+        super().on_train_epoch_start()  # the phase switch (best phase-1 state, fresh Adam) happens here
         epoch = self.current_epoch
-        if epoch == self.phase1_epochs and epoch > 0:
-            if self._best_phase1_state is not None:
-                self.model.load_state_dict(self._best_phase1_state)
-                self._best_phase1_state = None
-            for optimizer in self.trainer.optimizers:
-                optimizer.state.clear()  # phase 2 is a fresh Adam, as the released code's second run
-        if self.in_phase2() and epoch - self.phase1_epochs >= self.freeze_epoch and not self.frozen:
+        if self.in_phase2() and self.phase_epoch() >= self.freeze_epoch and not self.frozen:
             self.freeze()
-        super().on_train_epoch_start()
         self.log("train/lambda", self.lambda_at(epoch))
 
+    def _prox_now(self) -> bool:
+        return self.in_phase2() and not self.frozen
+
     def on_before_optimizer_step(self, optimizer):
-        if self.in_phase2() and not self.frozen:
+        super().on_before_optimizer_step(optimizer)  # phase 1's clamp, with `clamp_before_step`
+        if self.config.clamp_before_step and self._prox_now():
             self.prox(self.lambda_at(self.current_epoch))
 
     @torch.no_grad()
     def after_optimizer_step(self):
-        if not self.in_phase2():
-            for w in self.binary_weights():
-                w.clamp_(-1.0, 1.0)
-
-    def on_validation_epoch_end(self):
-        super().on_validation_epoch_end()
-        if self.trainer.sanity_checking or self.in_phase2():
-            return
-        acc = float(self.trainer.callback_metrics["val/acc"])
-        if acc > self._best_phase1_acc:
-            self._best_phase1_acc = acc
-            self._best_phase1_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    # -- optimization: the configured schedule runs once per phase ------------------------------------
-    def lr_factor(self, epoch: int) -> float:
-        c = self.config
-        if epoch < self.phase1_epochs:
-            progress = epoch / self.phase1_epochs
-        else:
-            progress = (epoch - self.phase1_epochs) / (self.epochs - self.phase1_epochs)
-        floor = c.lr_min / c.lr
-        if c.scheduler == "linear":
-            return 1 + (max(floor, 1e-8) - 1) * progress
-        return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
-
-    def configure_optimizers(self):
-        if self.config.scheduler not in ("cosine", "linear"):
-            return super().configure_optimizers()
-        optimizer = self.make_optimizer()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: self.lr_factor(epoch))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        super().after_optimizer_step()  # phase 1's clamp, without `clamp_before_step`
+        if not self.config.clamp_before_step and self._prox_now():
+            self.prox(self.lambda_at(self.current_epoch))
 
 
 def search_space(trial) -> dict:

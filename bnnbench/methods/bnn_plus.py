@@ -1,8 +1,9 @@
 """`bnn_plus`: BNN+ (Darabi, Belbahri, Courbariaux & Partovi Nia, 2018), as a ProxConnect++ member.
 
-Papers: "BNN+: Improved Binary Network Training" (arXiv:1812.11800) and, for its place in the
-family, "Understanding Neural Network Binarization with Forward and Backward Proximal Quantizers"
-(Lu, Yu, Li & Partovi Nia, NeurIPS 2023; shared/papers/003_3946f6f98633cebd.txt — the abstract only).
+Papers: "BNN+: Improved Binary Network Training" (Sajad Darabi, Mouloud Belbahri, Matthieu Courbariaux &
+Vahid Partovi Nia, arXiv:1812.11800) and, for its place in the family, "Understanding Neural Network
+Binarization with Forward and Backward Proximal Quantizers" (Yiwei Lu, Yaoliang Yu, Xinlin Li & Vahid
+Partovi Nia, NeurIPS 2023, arXiv:2402.17710; only its abstract was at hand).
 
 What is reproduced: PC++ with forward F = sign and backward B = SS_β, the SignSwish
 SS_β(x) = 2σ(βx)·[1 + βx·(1 − σ(βx))] − 1: w = sign(θ) with sign(0) = +1, and θ receives
@@ -11,12 +12,15 @@ SS'_β(θ)·ℓ' with SS'_β(x) = β·(2 − βx·tanh(βx/2))/(1 + cosh(βx)), 
 large |θ|, so it plays the role of BinaryNet's gradient gate without clipping the latent weights.
 Binary weights, real activations (BWN). Training already runs on hard weights.
 
-Paper mode equals fair mode: neither BNN+'s recipe nor the PC++ paper's is in papers/ and no PC++
-code was found.
+Released code: none public that we could find, for either paper (searched the GitHub index by name and
+topic; Papers with Code lists no implementation of BNN+). Paper mode therefore equals fair
+mode: neither BNN+'s recipe nor the PC++ paper's was at hand to reproduce.
 
 Deviations: BNN+'s regularizer that pulls latent weights towards ±1 and its learnable scaling
 factors are not reproduced (PC++ describes BNN+ by its quantizers only); activations are not
-binarized; the optimizer is the shared Adam recipe.
+binarized; the optimizer is the shared Adam recipe. BNN+ applies SS'_β to the sign of activations;
+here, as in PC++, it is the weights' backward quantizer. sign(0) = +1 in the forward (a torch.sign
+implementation would give 0); no released code says which the authors used.
 """
 
 from __future__ import annotations

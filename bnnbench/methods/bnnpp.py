@@ -1,7 +1,8 @@
 """`bnnpp`: BNN++ (Lu, Yu, Li & Partovi Nia, NeurIPS 2023), the ProxConnect++ paper's own method.
 
-Paper: "Understanding Neural Network Binarization with Forward and Backward Proximal Quantizers"
-(shared/papers/003_3946f6f98633cebd.txt — the abstract only).
+Paper: "Understanding Neural Network Binarization with Forward and Backward Proximal Quantizers" by
+Yiwei Lu, Yaoliang Yu, Xinlin Li and Vahid Partovi Nia, NeurIPS 2023, arXiv:2402.17710 (only its
+abstract was at hand).
 
 What is reproduced: PC++ with forward and backward quantizer both the SignSwish F = B = SS_μ,
 SS_μ(x) = 2σ(μx)·[1 + μx·(1 − σ(μx))] − 1: while training w = SS_μ(θ) (soft) and θ receives
@@ -17,12 +18,13 @@ channels (less in wider layers), and with BatchNorm after every binary conv they
 end) and hard-sign evaluation reaches 0.55–0.66 test accuracy; ending at 300/1000/3000 gives
 0.99/0.99/0.99 with gaps 0.12/0.04/0.01 (one seed).
 
-Paper mode equals fair mode: only the abstract is in papers/ and no released code was found, so no
-published recipe is known to reproduce.
+Released code: none public that we could find (searched the GitHub index by name and topic). Paper
+mode therefore equals fair mode: no published recipe or released rule is known to reproduce.
 
 Deviations: the μ schedule (linear from `mu_start` to `mu_end`, default 1 → 1000 rather than the
-1 → 10 METHODS.md proposes, see above) and the optimizer (the shared Adam recipe) are our choices,
-not the paper's; activations are not binarized (the paper also covers W1A1).
+1 → 10 of `pc`, see above) and the optimizer (the shared Adam recipe) are our choices,
+not the paper's; activations are not binarized (the paper also covers W1A1). sign(0) does not arise
+in training (SS_μ(0) = 0, as the formula gives); evaluation maps θ = 0 to +1.
 """
 
 from __future__ import annotations

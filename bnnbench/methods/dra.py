@@ -1,10 +1,11 @@
 """`dra`: Dual-Rate Alpha BNN, a learnable scale α per binary layer (Pham & Nakajo).
 
 Paper: "Dual-Rate Alpha Binary Networks: An Energy-Efficient Optimization Approach for Waste
-Classification" (shared/papers/000_ad95caa86de70575.txt).
+Classification" by Duc-Anh Pham and Hironori Nakajo (Tokyo University of Agriculture and Technology); no
+arXiv id or venue is printed on it, and its PDF ships in the released repository named below.
 
-What is reproduced. Paper mode is the behaviour of the released code (ducanh2712/DRA-BNN), because
-that code produced the published numbers (Garbage 82.66 %, CIFAR-10 89.80 %):
+What is reproduced. Paper mode is the behaviour of the released code, because that code produced the
+published numbers (Garbage 82.66 %, CIFAR-10 89.80 %):
 - binary value α·sign(θ) (eq. 3) with one learnable scalar α per binary layer, initialised to 0.5;
   θ receives ℓ' unchanged and α receives Σ ℓ'·sign(θ) (eq. 4) — quantizer `dra`;
 - the `dra_resnet18` network: every conv except the stem is binary, including the 1×1 shortcuts and
@@ -14,6 +15,19 @@ that code produced the published numbers (Garbage 82.66 %, CIFAR-10 89.80 %):
   patience 5, min 1e-4) and early stopping (patience 10, δ 0.001) both watching the *training*
   loss; batch 8; up to 400 epochs; the reported number is the best validation accuracy
   (`val/acc_best`).
+
+Released code: ducanh2712/DRA-BNN. `models/binarization.py:DualRateAlphaFunction` (forward
+torch.sign(θ)·α; backward ℓ' unchanged to θ and Σ ℓ'·torch.sign(θ) to α), `models/modules.py`
+(BinaryConv2d = binary conv → BatchNorm2d → PReLU, BinaryLinear without bias, the residual block),
+`models/resnet.py:BinaryResNet18`, `main.py` (Adam lr 1e-3 / weight decay 1e-4 over `model.parameters()`,
+ReduceLROnPlateau(mode min, factor 0.5, patience 5, min_lr from `config.xml`) stepped on the epoch's mean
+training loss, early stopping when that loss has not fallen by more than 0.001 for 10 epochs, best
+validation accuracy kept, 80/20 random split), `config.xml` (400 epochs, min_lr 1e-4, patience 10, δ 0.001,
+batch 8, 12 classes), `data/transforms.py` (the augmentation `GarbageDataModule` reproduces in paper mode),
+`training/train.py` and `training/scheduler.py` (the α learning rate and the clamp to [0.1, 2.0] of class
+DVLR, which never run: the check `hasattr(param, 'alpha')` is false for every parameter). Running paper
+mode to compare with the paper needs the Garbage photos (a Kaggle download) and a GPU (27 G MACs per
+224-px image, batch 8, up to 400 epochs): not done here.
 
 Variants from the paper's text (options; off in paper mode, since the released code never runs them):
 - `alpha_lr`: α in its own parameter group with its own learning rate ("dual variable learning
@@ -29,8 +43,16 @@ Variants from the paper's text (options; off in paper mode, since the released c
 Fair mode: the shared backbone (its first conv and classifier full precision, real activations)
 with DRA's quantizer, PReLU and optimizer; the shared cosine schedule and budget.
 
-Deviations: none known in paper mode beyond numerical nondeterminism; the released code's training
-transforms are reproduced by `GarbageDataModule` in paper mode.
+Deviations (paper mode, from the released code; beyond numerical nondeterminism):
+- sign(0): the released code uses torch.sign, so a latent weight exactly 0 gives w = 0 and adds nothing
+  to α's gradient; here sign(0) = +1 (w = α, and +ℓ' in Σ ℓ'·sign(θ)), the bnnbench convention. No
+  quantizer option reproduces torch.sign for `dra`. Latent weights start from PyTorch's continuous
+  initialisation and move by Adam steps, so an exact 0 is possible but practically never happens.
+- The epoch's training loss that the plateau schedule and early stopping watch is Lightning's mean over
+  samples; the released code averages the per-batch means, which differs only through a smaller last
+  batch.
+- The released 80/20 split is drawn with an unseeded `np.random.shuffle`; `GarbageDataModule` draws a
+  stratified, seeded one, and resizes once when caching (see its docstring).
 """
 
 from __future__ import annotations

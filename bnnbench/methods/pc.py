@@ -1,23 +1,27 @@
 """`pc`: ProxConnect (Dockhorn et al., NeurIPS 2021), as a member of ProxConnect++ (Lu et al., NeurIPS 2023).
 
-Papers: "Demystifying and Generalizing BinaryConnect" (Dockhorn, Yu, Sari, Zolnouri & Partovi Nia,
-arXiv:2110.13220) and "Understanding Neural Network Binarization with Forward and Backward Proximal
-Quantizers" (Lu, Yu, Li & Partovi Nia; shared/papers/003_3946f6f98633cebd.txt — the abstract only).
+Papers: "Demystifying and Generalizing BinaryConnect" (Tim Dockhorn, Yaoliang Yu, Eyyüb Sari, Mahdi
+Zolnouri & Vahid Partovi Nia, NeurIPS 2021, arXiv:2110.13220) and "Understanding Neural Network
+Binarization with Forward and Backward Proximal Quantizers" (Yiwei Lu, Yaoliang Yu, Xinlin Li & Vahid
+Partovi Nia, NeurIPS 2023, arXiv:2402.17710; only its abstract was at hand).
 
 What is reproduced: PC++ with forward quantizer F = P_μ, a monotone proximal quantizer, and backward
-B' = 1: w = P_μ(θ) while training and θ receives ℓ' unchanged (quantizer `pc`). As METHODS.md asks,
-P_μ is AdaSTE's s_μ(θ) = clip((θ + μ(1+α)·sgn θ)/(1+μ), −1, 1) (AdaSTE eq. 32), which moves every
-weight towards ±1 and is exactly sign(θ) once μα ≥ 1. μ grows linearly, once per epoch, from
+B' = 1: w = P_μ(θ) while training and θ receives ℓ' unchanged (quantizer `pc`). P_μ is AdaSTE's
+s_μ(θ) = clip((θ + μ(1+α)·sgn θ)/(1+μ), −1, 1) (AdaSTE eq. 32), which moves every weight towards ±1
+and is exactly sign(θ) once μα ≥ 1. μ grows linearly, once per epoch, from
 `mu_start` in the first epoch to `mu_end` in the last; with the default α = 0.1 = 1/mu_end the last
 epoch trains on exactly sign(θ), so the final training forward is the one evaluation uses.
 Binary weights, real activations (BWN). Validation and test always use sign(θ); `train/mu` and
 `train/binary_gap` are logged each epoch.
 
-Paper mode equals fair mode: only the PC++ abstract is in papers/ and no released code was found,
-so no published recipe is known to reproduce.
+Released code: none public that we could find, for either paper (searched the GitHub index by name
+and topic; Papers with Code lists no implementation of ProxConnect). Paper mode therefore equals fair
+mode: no released recipe or rule is known to reproduce.
 
 Deviations: the μ schedule (linear 1 → 10 over the run), α and the optimizer (the shared Adam
 recipe) are our choices, not the papers'; Dockhorn et al.'s P_μ family is represented by s_μ only.
+sgn(0) = +1 in s_μ, so θ = 0 trains on +μ(1+α)/(1+μ) and evaluates on +1 (an implementation with
+torch.sign would give 0 for both); no released code says which the authors used.
 """
 
 from __future__ import annotations
