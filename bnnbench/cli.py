@@ -8,6 +8,7 @@ line on stderr and exit code 2, with no traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import bnnbench
@@ -376,24 +377,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A log handler writing to whatever `sys.stderr` is when a record comes (a test may replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _quiet_libraries() -> None:
     """Lightning's INFO chatter (GPU/TPU availability, tips, checkpoint restores) hides the results.
 
     Lightning's import sets its own logger to INFO, so it is imported first.
     """
-    import logging
     import warnings
 
     import lightning.pytorch  # noqa: F401
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ours = logging.getLogger("bnnbench")  # the library's warnings: one line each on stderr
-    if not ours.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in ours.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("bnnbench: warning: %(message)s"))
         ours.addHandler(handler)
-        ours.propagate = False
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*treespec.*")

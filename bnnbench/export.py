@@ -266,6 +266,7 @@ def pack(network: nn.Module, header: dict[str, Any]) -> bytes:
 
 
 def read_header(data: bytes, where: str = "packed network") -> tuple[dict[str, Any], int]:
+    """A packed file's header and the offset of its sign bits; BadInput naming `where` if it is not one."""
     if data[:len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 4:
         raise BadInput(f"{where} is not a packed bnnbench network (no '{MAGIC.decode()}' at its start)")
     (length,) = struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])
@@ -402,10 +403,11 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(network, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
                                     dynamic_shapes=({0: "batch"},), optimize=False, verbose=False)
-    onnx.checker.check_model(program.model_proto)
-    partial = path.with_name(f"{path.name}.partial")
-    program.save(partial, external_data=False)
-    os.replace(partial, path)
+    proto = program.model_proto
+    for node in proto.graph.node:  # the exporter's debugging notes (stack traces): a third of a small file
+        del node.metadata_props[:]
+    onnx.checker.check_model(proto)
+    _write(path, proto.SerializeToString())
 
 
 def _resolved(recipe: dict[str, Any]):

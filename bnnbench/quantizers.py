@@ -3,7 +3,8 @@
 Each quantizer is a `torch.nn.Module` whose forward is the method's forward map and whose backward
 is the method's surrogate gradient, written as a `torch.autograd.Function` so the effective values
 are exactly ±1 (or ±α): the common trick `x + (sign(x) - x).detach()` is not exact in floating point.
-`sign(0) = +1` everywhere (METHODS.md conventions); `torch.sign` maps 0 to 0 and is never used bare.
+`sign(0) = +1` (docs/methods.md, conventions); `torch.sign` maps 0 to 0 and is used only by the
+`*_released` quantizers at the end, which reproduce released code that relies on it (`sign_with_zero`).
 Saved tensors are kept small (boolean masks, not copies of the input).
 
 `get_quantizer(name, **params)` is the public entry point; methods build their layers with it.
@@ -165,7 +166,7 @@ class AlphaSign(nn.Module):
 class _ChannelScaledSign(torch.autograd.Function):
     """XNOR-Net (Rastegari et al. 2016): w = α_c·sign(θ), α_c = mean |θ| over output channel c (dim 0).
 
-    Backward, the derivative of α_c·sign(θ) with sign's straight-through gate (METHODS.md):
+    Backward, the derivative of α_c·sign(θ) with sign's straight-through gate (docs/methods.md, `xnor`):
     g = ℓ'·α_c·1[|θ| ≤ 1] + (1/n)·sign(θ)·Σ_c(ℓ'·sign(θ)), n = elements per output channel. The
     second term is α_c's own dependence on θ (∂α_c/∂θ_j = sign(θ_j)/n).
     """
@@ -200,7 +201,7 @@ class ChannelScaledSign(nn.Module):
 class DirectWeight(nn.Module):
     """`direct`: the stored weight is the optimisation variable itself (BNEW keeps it in [−1, 1], Bop
     stores ±1): training forward is w unchanged and ℓ' reaches it unchanged; in eval mode the forward
-    is sign(w), so validation and test always run on hard binary weights (METHODS.md conventions).
+    is sign(w), so validation and test always run on hard binary weights (docs/methods.md, conventions).
     For Bop's ±1 weights the two coincide.
     """
 
@@ -210,7 +211,7 @@ class DirectWeight(nn.Module):
 
 # -- soft and annealed weight quantizers: AdaSTE, ProxConnect, BNN+, BNN++, mirror descent ---------------
 # Their parameter (μ or β) is a plain float attribute that the method re-sets at each epoch (or step).
-# In eval mode they all return sign(θ): validation and test run on hard binary weights (METHODS.md).
+# In eval mode they all return sign(θ): validation and test run on hard binary weights (docs/methods.md).
 # Each Function saves only θ, which is the latent weight itself (a Parameter), so nothing is copied.
 
 
@@ -254,7 +255,7 @@ class _AdaSTE(torch.autograd.Function):
     Where sgn(θ)·ℓ' > 0, β = max(2, |θ|)/|ℓ'|, so β·ℓ' = sgn(θ)·max(2, |θ|) and θ̃ is taken in closed form,
     sgn(θ)·(|θ| − max(2, |θ|)): evaluating θ − β·ℓ' in floating point lands on ±tiny instead of 0 for
     |θ| ≥ 2 and flips ŵ at random. At θ̃ = 0 the inner problem E(·; 0) has the two minimizers ±s_μ(0);
-    ŵ takes their mean, 0, so the update is ℓ'/|θ| whatever the sign of θ (METHODS.md). Elsewhere
+    ŵ takes their mean, 0, so the update is ℓ'/|θ| whatever the sign of θ (AdaSTE eq. 23). Elsewhere
     β = 1 and θ̃ = θ − ℓ' lies on θ's own side of 0 (no cancellation), so in the binary regime g = 0 there.
     θ = 0 counts as +0, as in the forward (sgn(0) = +1): the test is sgn(θ)·ℓ' > 0, not θ·ℓ' > 0, which
     keeps |g| ≤ |ℓ'| (eq. 37) at θ = 0 where the literal rule would give β = 1 and g = s_μ(0) − s_μ(−ℓ').

@@ -335,6 +335,16 @@ def test_every_method_packs_and_unpacks_to_the_network_it_evaluates(method, mode
     assert 0 <= len(data) - costs.size_kib * 1024 - extra <= 400
 
 
+def test_export_without_the_onnx_packages_says_what_to_install(store, tmp_path, capsys, monkeypatch):
+    uri, results = store
+    missing = "the ONNX file needs onnxscript: pip install 'bnnbench[export]'"
+    monkeypatch.setattr(export, "onnx_missing", lambda: missing)
+    out = tmp_path / "net.bnn"
+    assert main(["export", results["bnn"].run_id, "--out", str(out), "--tracking-uri", uri]) == 2
+    assert "pip install 'bnnbench[export]', or give --no-onnx" in only_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 def test_a_damaged_packed_file_is_one_line(tmp_path):
     path = tmp_path / "net.bnn"
     path.write_bytes(b"not a network")

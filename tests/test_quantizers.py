@@ -1,4 +1,4 @@
-"""Forward and backward of the issue-2 quantizers against the equations in METHODS.md."""
+"""Forward and backward of the quantizers against the papers' equations (docs/methods.md)."""
 
 from __future__ import annotations
 

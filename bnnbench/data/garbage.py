@@ -1,6 +1,6 @@
 """Garbage classification: about 15,000 photos of household waste in 12 classes (Kaggle, Mostafa Abla).
 
-The dataset of the DRA-BNN paper (METHODS.md, `dra`). It is not downloadable without a Kaggle account,
+The dataset of the DRA-BNN paper (docs/methods.md, `dra`). It is not downloadable without a Kaggle account,
 so it is never fetched: run `kaggle datasets download -d mostafaabla/garbage-classification` and unzip
 it into `data_dir` (or leave `archive.zip` there; it is extracted on first use). Accepted layouts:
 `data_dir/garbage_classification/<class>/*.jpg`, or `data_dir` being the class root itself.
