@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 # Modules that record, schedule or show runs but do not change what a run computes.
-NOT_TRAINING = frozenset({"__init__.py", "__main__.py", "cli.py", "errors.py", "identity.py", "leaderboard.py",
-                          "registry.py", "speed.py", "suite.py", "tracking.py", "tuning.py"})
+NOT_TRAINING = frozenset({"__init__.py", "__main__.py", "cli.py", "errors.py", "export.py", "identity.py",
+                          "leaderboard.py", "registry.py", "speed.py", "suite.py", "tracking.py", "tuning.py"})
 
 
 def config_id(params: Mapping[str, Any]) -> str:

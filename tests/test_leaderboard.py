@@ -157,7 +157,6 @@ def test_only_finished_runs_with_a_finite_accuracy_reach_results_csv(store, tmp_
     assert results[results["dataset"] == "digits"]["config_id"].nunique() == 1  # seeds of one config: one group
 
     page = (tmp_path / "lb" / "README.md").read_text()
-    assert "test accuracy % mean ± std (n)" in header(page)
     assert "FINISHED" in page and "bnnbench leaderboard --check" in page
     assert cell(page, "test accuracy % mean ± std (n)", "dra", "fair") == "91.00 ± 1.00 (3)"
     assert "![digits: accuracy against model size and against OPs" in page
@@ -383,12 +382,12 @@ def test_datasets_with_runs_come_first_and_published_only_ones_last(published):
     page, _ = leaderboard.render(leaderboard.read_results(GOLDEN / "results.csv"), published, plots=False)
     lines = page.splitlines()
     headings = [line for line in lines if line.startswith("## ")]
-    assert headings == ["## cifar10", "## digits", "## garbage", "## How to read the tables",
+    assert headings == ["## garbage", "## cifar10", "## digits", "## How to read the tables",
                         "## Published numbers for datasets without runs"]
     assert lines.index("### cifar100") > lines.index("## Published numbers for datasets without runs")
     first_table = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
     assert first_table < 30  # results before the explanations and the papers' numbers of other datasets
-    assert "[cifar100](#cifar100)" in page and "BOP | bnew_resnet20 | bop" in page  # still listed, at the end
+    assert "[cifar100](#cifar100)" in page and "BOP | resnet20 | bop" in page  # still listed, at the end
     assert page.index("| P1 | BNEW") > page.index("## Published numbers for datasets without runs")
 
 
@@ -526,3 +525,14 @@ def test_the_leaderboard_runs_in_an_empty_directory(tmp_path, monkeypatch, capsy
     page = (tmp_path / "leaderboard" / "README.md").read_text()
     assert "DRA-BNN" in page and "82.66" in page  # a published number, from the package's own copy
     assert main(["leaderboard", "--check"]) == 0
+
+
+def test_the_dataset_that_separates_methods_best_comes_first(published):
+    """digits, which every method nearly solves, goes after a dataset whose best accuracy is lower."""
+    easy = [fake_run(f"d{s}", 0.99, seed=s) for s in range(2)]
+    hard = [{**fake_run(f"f{s}", 0.90, seed=s, dataset="fashion_mnist"), "experiment": "fashion_mnist"}
+            for s in range(2)]
+    page, _ = leaderboard.render(rows(*easy, *hard), published, plots=False)
+    assert page.index("## fashion_mnist") < page.index("## digits")
+    assert leaderboard.render_readme(rows(*easy, *hard)).index("**fashion_mnist**") < \
+        leaderboard.render_readme(rows(*easy, *hard)).index("**digits**")
