@@ -354,9 +354,15 @@ class RecordedRun:
         raise RunFailed(self.run_id, reason) from error
 
     def end(self, status: str, reason: str | None = None) -> None:
-        """Set the final status; a SIGTERM while this runs must not leave the run RUNNING."""
+        """Set the final status; a SIGTERM while this runs must not leave the run RUNNING. A signal that
+        interrupted a database call can leave that client's connection unusable: then once more with a
+        fresh client."""
         with _ignoring_sigterm():
-            end_run(self.uri, self.run_id, status, reason)
+            try:
+                end_run(self.uri, self.run_id, status, reason)
+            except Exception:
+                _client_for.cache_clear()
+                end_run(self.uri, self.run_id, status, reason)
             if self.mirror is not None:
                 self.mirror.experiment.finish(exit_code=0 if status == "FINISHED" else 1)
 

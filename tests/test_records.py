@@ -184,7 +184,7 @@ def test_a_real_sigterm_to_the_command(tmp_path):
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 143
+    assert process.returncode == 143, err[-3000:]
     killed = only(uri)
     assert err.strip().splitlines()[-1] == (f"bnnbench: terminated (SIGTERM); run {killed.info.run_id} is KILLED in "
                                             f"MLflow, 'bnnbench run --resume {killed.info.run_id}' continues it")
