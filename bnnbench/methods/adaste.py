@@ -116,7 +116,7 @@ from bnnbench.config import (
 )
 from bnnbench.errors import BadInput
 from bnnbench.layers import binary_layers
-from bnnbench.methods.base import BinaryMethod
+from bnnbench.methods.base import AdamBeside, BinaryMethod
 from bnnbench.quantizers import get_quantizer
 from bnnbench.registry import METHODS
 
@@ -181,15 +181,16 @@ def cosine_one_ahead(epoch: int, epochs: int, lr: float, lr_min: float) -> float
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t / epochs)) / 2
 
 
-class FenBP(torch.optim.Adam):
+class FenBP(AdamBeside):
     """The released AdaSTE optimizer (`FenBPOpt.step`) for groups marked `fenbp`, Adam for the others.
 
     Per weight θ with gradient g: m ← b·m + (1 − b)·(s·g + d·θ), then θ ← θ − lr·m/(1 − bᵗ), t the
     number of steps so far (an Adam-style bias correction of the first moment, no second moment). The
-    group keys are `fenbp_momentum` (b), `grad_scale` (s) and `decay` (d). Adam never sees the fenbp
-    groups' gradients (hidden during its step, as in `bop.Bop`); one optimizer object, so Lightning's
-    automatic optimization, the LR schedule and checkpoints treat it as one.
+    group keys are `fenbp_momentum` (b), `grad_scale` (s) and `decay` (d); the loop around the rule is
+    `AdamBeside`'s.
     """
+
+    own_rule = "fenbp"
 
     def __init__(self, params, lr: float, momentum: float = 0.9, grad_scale: float = 1.0, decay: float = 0.0):
         super().__init__(params, lr=lr)
@@ -199,36 +200,13 @@ class FenBP(torch.optim.Adam):
             group.setdefault("grad_scale", grad_scale)
             group.setdefault("decay", decay)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        hidden = []
-        for group in self.param_groups:
-            if not group["fenbp"]:
-                continue
-            b = group["fenbp_momentum"]
-            for theta in group["params"]:
-                if theta.grad is None:
-                    continue
-                state = self.state[theta]
-                if "fenbp_m" not in state:  # `step` as a tensor, the form Adam's load_state_dict expects
-                    state["fenbp_m"] = torch.zeros_like(theta)
-                    state["step"] = torch.tensor(0.0)
-                state["step"] = state["step"] + 1
-                m = state["fenbp_m"]
-                m.mul_(b).add_(theta.grad * group["grad_scale"] + group["decay"] * theta, alpha=1 - b)
-                theta.sub_(m, alpha=group["lr"] / (1 - b ** state["step"].item()))
-                hidden.append((theta, theta.grad))
-                theta.grad = None
-        try:
-            super().step()
-        finally:
-            for theta, grad in hidden:
-                theta.grad = grad
-        return loss
+    def update(self, theta, group, state):
+        b = group["fenbp_momentum"]
+        if "fenbp_m" not in state:
+            state["fenbp_m"] = torch.zeros_like(theta)
+        m = state["fenbp_m"]
+        m.mul_(b).add_(theta.grad * group["grad_scale"] + group["decay"] * theta, alpha=1 - b)
+        theta.sub_(m, alpha=group["lr"] / (1 - b ** state["step"].item()))
 
 
 class LogitBatchNorm(nn.BatchNorm1d):

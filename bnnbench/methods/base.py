@@ -77,6 +77,47 @@ class Phase1Gate(nn.Module):
         return f"full_precision={self.full_precision}"
 
 
+class AdamBeside(torch.optim.Adam):
+    """Adam for every parameter group except those whose `own_rule` key is true; `update` steps those.
+
+    One optimizer object, so Lightning's automatic optimization, the LR schedule and checkpoints treat
+    it as one. Adam never sees the own-rule groups' gradients: they are hidden during its step. Every
+    own-rule state entry keeps a tensor `step` (the steps so far), which Adam's `load_state_dict`
+    expects in every entry when a run resumes. Bop (`bop.Bop`) and the released AdaSTE optimizer
+    (`adaste.FenBP`) are the two rules.
+    """
+
+    own_rule: ClassVar[str]  # the group key that marks a group as stepped by `update`
+
+    def update(self, param: torch.Tensor, group: dict, state: dict) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        hidden = []
+        for group in self.param_groups:
+            if not group[self.own_rule]:
+                continue
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                state["step"] = state.get("step", torch.zeros(())) + 1
+                self.update(param, group, state)
+                hidden.append((param, param.grad))
+                param.grad = None
+        try:
+            super().step()
+        finally:
+            for param, grad in hidden:
+                param.grad = grad
+        return loss
+
+
 class BinaryMethod(pl.LightningModule):
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig

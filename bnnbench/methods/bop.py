@@ -70,18 +70,20 @@ import torch
 
 from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from bnnbench.layers import binary_layers
-from bnnbench.methods.base import BinaryMethod
+from bnnbench.methods.base import AdamBeside, BinaryMethod
 from bnnbench.quantizers import get_quantizer, sign
 from bnnbench.registry import METHODS
 
 
-class Bop(torch.optim.Adam):
+class Bop(AdamBeside):
     """Bop's flip rule for parameter groups marked `binary`, Adam for every other group.
 
     A binary group holds weights that are exactly ±1 and has keys `gamma` (adaptivity rate of the
     gradient average, per step) and `tau` (flip threshold, in gradient units). Its state per weight is
-    `momentum` (m). Adam never sees the binary groups' gradients: they are hidden during its step.
+    `momentum` (m). The loop around the rule is `AdamBeside`'s.
     """
+
+    own_rule = "binary"
 
     def __init__(self, params, lr: float = 1e-3, gamma: float = 1e-4, tau: float = 1e-8, **adam_options):
         super().__init__(params, lr=lr, **adam_options)
@@ -90,36 +92,13 @@ class Bop(torch.optim.Adam):
             group.setdefault("gamma", gamma)
             group.setdefault("tau", tau)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        hidden = []
-        for group in self.param_groups:
-            if not group["binary"]:
-                continue
-            for w in group["params"]:
-                if w.grad is None:
-                    continue
-                state = self.state[w]
-                if "momentum" not in state:
-                    # `step` too: Adam's `load_state_dict` (a resumed run) expects it in every state entry
-                    state["momentum"], state["step"] = torch.zeros_like(w), torch.zeros(())
-                state["step"] += 1
-                m = state["momentum"]
-                m.mul_(1 - group["gamma"]).add_(w.grad, alpha=group["gamma"])
-                flip = (m.abs() > group["tau"]) & ((m > 0) == (w > 0))
-                w.copy_(torch.where(flip, -w, w))
-                hidden.append((w, w.grad))
-                w.grad = None
-        try:
-            super().step()
-        finally:
-            for w, grad in hidden:
-                w.grad = grad
-        return loss
+    def update(self, w, group, state):
+        if "momentum" not in state:
+            state["momentum"] = torch.zeros_like(w)
+        m = state["momentum"]
+        m.mul_(1 - group["gamma"]).add_(w.grad, alpha=group["gamma"])
+        flip = (m.abs() > group["tau"]) & ((m > 0) == (w > 0))
+        w.copy_(torch.where(flip, -w, w))
 
 
 @dataclass(frozen=True)
