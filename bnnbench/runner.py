@@ -31,9 +31,10 @@ log = logging.getLogger("bnnbench")
 
 @dataclass
 class RunResult:
+    """A FINISHED run (anything else raises): its id, experiment and the latest value of every metric."""
+
     run_id: str
-    status: str  # FINISHED
-    metrics: dict[str, float] = field(default_factory=dict)  # the latest value of every recorded metric
+    metrics: dict[str, float] = field(default_factory=dict)
     experiment: str = ""
 
 
@@ -89,32 +90,12 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
                               resume_id=resume) as record:
         if not record.resumed:  # the MLflow dataset input: name, digest, source, split sizes (logged once)
             record.log_dataset(datamodule.describe())
-        checkpoints = record.checkpoint_dir
-        # The best epoch (tested at the end) and the latest one (resumed from). Lightning's `save_last`
-        # refreshes `last.ckpt` only in epochs that improve the monitored metric, so it is its own callback.
-        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc",
-                                            mode="max", save_top_k=1)
-        latest = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
-                                              save_on_train_epoch_end=True, enable_version_counter=False)
-        bar = resolved.progress == "bar" and sys.stderr.isatty()
-        progress = [cb.StderrProgressBar()] if bar else \
-            [cb.EpochLines(resolved.run_name)] if resolved.progress != "none" else []
-        trainer = pl.Trainer(
-            max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
-            callbacks=[best, latest, cb.RandomState(), cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
-                       cb.CostMetrics(costs, record),
-                       cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
-                       *progress, *(callbacks or [])],
-            plugins=[cb.AtomicCheckpointIO()], logger=[record.logger] + ([record.mirror] if record.mirror else []),
-            num_sanity_val_steps=0, enable_progress_bar=bar, enable_model_summary=False,
-            log_every_n_steps=1, default_root_dir=checkpoints)
-        last = checkpoints / "last.ckpt"
+        trainer, best = build_trainer(resolved, record, datamodule, costs, callbacks or [])
+        last = record.checkpoint_dir / "last.ckpt"
         with warnings.catch_warnings():
             # Resuming into the run's own checkpoint folder is the point, not a hazard to warn about.
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             trainer.fit(method, datamodule=datamodule, ckpt_path=last if record.resumed and last.is_file() else None)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
         if datamodule.has_test:
             trainer.test(method, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)
         from bnnbench import export  # the best epoch's network as evaluated (tested), as the run's MLflow model
@@ -122,7 +103,31 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
         network = export.evaluation_network(method, None if datamodule.has_test else best.best_model_path)
         record.log_model(network, export.example_images(datamodule))
         metrics = record.metrics()
-    return RunResult(run_id=record.run_id, status="FINISHED", metrics=metrics, experiment=resolved.experiment)
+    return RunResult(run_id=record.run_id, metrics=metrics, experiment=resolved.experiment)
+
+
+def build_trainer(resolved: ResolvedRun, record: tracking.RecordedRun, datamodule, costs, callbacks: list):
+    """The run's Lightning trainer and its best-epoch checkpoint callback (what `test` evaluates)."""
+    checkpoints = record.checkpoint_dir
+    # The best epoch (tested at the end) and the latest one (resumed from). Lightning's `save_last`
+    # refreshes `last.ckpt` only in epochs that improve the monitored metric, so it is its own callback.
+    best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc",
+                                        mode="max", save_top_k=1)
+    latest = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
+                                          save_on_train_epoch_end=True, enable_version_counter=False)
+    bar = resolved.progress == "bar" and sys.stderr.isatty()
+    lines = resolved.progress != "none" and not bar
+    progress = [cb.StderrProgressBar()] if bar else [cb.EpochLines(resolved.run_name)] if lines else []
+    trainer = pl.Trainer(
+        max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
+        callbacks=[best, latest, cb.RandomState(), cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
+                   cb.CostMetrics(costs, record),
+                   cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
+                   *progress, *callbacks],
+        plugins=[cb.AtomicCheckpointIO()], logger=[record.logger] + ([record.mirror] if record.mirror else []),
+        num_sanity_val_steps=0, enable_progress_bar=bar, enable_model_summary=False,
+        log_every_n_steps=1, default_root_dir=checkpoints)
+    return trainer, best
 
 
 HEAVY = 10  # a configuration this many times the MACs of its dataset's default network gets a warning

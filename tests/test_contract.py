@@ -23,7 +23,6 @@ def test_method_trains_end_to_end_and_is_recorded(method, mode, tracking_uri):
     cfg = RunConfig(method=method, dataset="fake", arch="tiny", mode=mode, epochs=2, batch_size=16, image_size=8,
                     tracking_uri=tracking_uri, progress="none")
     result = run(cfg)
-    assert result.status == "FINISHED"
     for key in ("train/loss", "val/acc", "val/acc_best", "test/acc"):
         assert math.isfinite(result.metrics[key]), key
     client = mlflow.MlflowClient(tracking_uri)

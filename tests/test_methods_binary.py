@@ -4,6 +4,7 @@ and one learning run on real data that a wrong gradient would fail."""
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import mlflow
 import pytest
 import torch
 
@@ -145,7 +146,7 @@ def test_bnew_two_phases_in_one_run_then_sign_and_freeze(tracking_uri):
     result = run(RunConfig(method="bnew", dataset="fake", epochs=6, tracking_uri=tracking_uri, progress="none",
                            method_overrides={"phase1_epochs": 3, "freeze_epoch": 1, "lambda_max": 0.01}),
                  callbacks=[recorder])
-    assert result.status == "FINISHED"
+    assert mlflow.MlflowClient(tracking_uri).get_run(result.run_id).info.status == "FINISHED"
     # phase 2 (epoch 3) starts from the best phase-1 epoch (the first of equal val/acc)
     best = max(range(3), key=lambda e: (recorder.val_acc[e], -e))
     for start, best_w in zip(recorder.start[3], recorder.end[best], strict=True):

@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images N×C×H×W, int64 labels N)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-# `TensorDataModule.data_source()` of the datasets that read no files: what generates their data.
-GENERATED_SOURCES = {
-    "digits": "sklearn digits (sklearn.datasets.load_digits, shipped with scikit-learn)",
-    "fake": "generated from seed {seed} (bnnbench.data.fake)",
-}
-
-
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines included) made one space, for a one-line error."""
     return " ".join(str(text).split())
@@ -201,17 +194,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     # -- what a run records about its data (an MLflow dataset input) --------------------------------
     def data_source(self) -> str:
-        """Where the data came from: what generates it for a dataset that reads no files, else the folder
-        the files were read from (`locate()` of a dataset that searches several folders, such as Debian's
-        /usr/share/datasets/fashion-mnist), else `data_dir`. A dataset may override it."""
-        if self.name in GENERATED_SOURCES:
-            return GENERATED_SOURCES[self.name].format(seed=self.seed)
-        locate = getattr(self, "locate", None)
-        if callable(locate):
-            found = locate()
-            folders = {Path(path).resolve().parent for path in found.values()} if isinstance(found, dict) else set()
-            if len(folders) == 1:
-                return str(folders.pop())
+        """Where the data came from, for the run's MLflow dataset input: `data_dir` here; a dataset that
+        finds its files elsewhere, or reads none, says so by overriding this."""
         return str(self.data_dir.resolve())
 
     def describe(self) -> dict[str, Any]:

@@ -25,6 +25,9 @@ class DigitsDataModule(TensorDataModule):
     default_batch_size = 64
     class_names = tuple(str(d) for d in range(10))
 
+    def data_source(self) -> str:
+        return "sklearn digits (sklearn.datasets.load_digits, shipped with scikit-learn)"
+
     def load_splits(self):
         from sklearn.datasets import load_digits
 

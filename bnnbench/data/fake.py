@@ -24,6 +24,9 @@ class FakeDataModule(TensorDataModule):
     default_batch_size = 16
     sizes = {"train": 64, "val": 32, "test": 32}
 
+    def data_source(self) -> str:
+        return f"generated from seed {self.seed} (bnnbench.data.fake)"
+
     def load_splits(self):
         generator = torch.Generator().manual_seed(self.seed)
         out = {}

@@ -78,6 +78,9 @@ class FashionMnistDataModule(TensorDataModule):
                 f"{self.system_dir}), or download the four .gz files from {SOURCE} (folder data/fashion) "
                 f"into {self.data_dir}")
 
+    def data_source(self) -> str:
+        return str(next(iter(self.locate().values())).resolve().parent)  # the one folder all four are in
+
     def locate(self) -> dict[str, Path]:
         """Name -> path of the four files, from the first search directory that holds any of them."""
         names = [name for pair in self.files.values() for name in pair]
