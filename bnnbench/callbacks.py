@@ -35,14 +35,36 @@ class CostMetrics(pl.Callback):
             self.record.log_text(self.costs.csv(), "cost_layers.csv")
 
 
-class Timing(pl.Callback):
+class ResumedFitState(pl.Callback):
+    """A callback whose checkpointed state is restored by a resumed fit only.
+
+    Lightning restores every callback's `state_dict` whenever it loads a checkpoint, also when `test`
+    loads the best epoch's: that would set the wall clock back to the best epoch's time and the random
+    generators back to its state. So the state waits until `on_fit_start` (which a resumed fit calls
+    after the restore, and `test` never calls) and goes to `restore` then.
+    """
+
+    _restored = None
+
+    def load_state_dict(self, state):
+        self._restored = state
+
+    def on_fit_start(self, trainer, module):
+        state, self._restored = self._restored, None
+        if state is not None:
+            self.restore(state)
+
+    def restore(self, state) -> None:
+        raise NotImplementedError
+
+
+class Timing(ResumedFitState):
     """`time/wall_s` (training and testing, summed over resumes), `time/epoch_s`, `time/first_step_s`
     (with `--compile` mostly compilation) and `epochs_completed`."""
 
     def __init__(self, record: tracking.RecordedRun, has_test: bool):
         self.record, self.has_test = record, has_test
         self.seconds_before = 0.0  # of earlier processes of a resumed run
-        self._restored = None
         self.first_step_s = math.nan
         self._started = time.perf_counter()
         self._step_started = None
@@ -53,16 +75,9 @@ class Timing(pl.Callback):
     def state_dict(self):
         return {"seconds": self.seconds(), "first_step_s": self.first_step_s}
 
-    def load_state_dict(self, state):
-        # Lightning also restores callbacks when `test` loads the best checkpoint: only a resumed fit
-        # (on_fit_start comes after the restore) takes the earlier processes' seconds.
-        self._restored = state
-
-    def on_fit_start(self, trainer, module):
-        restored, self._restored = self._restored, None
-        if restored is not None:
-            self.seconds_before, self.first_step_s = restored["seconds"], restored["first_step_s"]
-            self._started = time.perf_counter()
+    def restore(self, state):
+        self.seconds_before, self.first_step_s = state["seconds"], state["first_step_s"]
+        self._started = time.perf_counter()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == 0:
@@ -163,7 +178,7 @@ def format_seconds(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-class RandomState(pl.Callback):
+class RandomState(ResumedFitState):
     """The global random generators (torch, CUDA, numpy, Python) in every checkpoint.
 
     Lightning's checkpoints hold the model, optimizers, schedulers and loops but not these; batched
@@ -181,16 +196,7 @@ class RandomState(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def __init__(self):
-        self._restored = None
-
-    def load_state_dict(self, state):
-        self._restored = state  # applied by a resumed fit only, not when `test` loads the best checkpoint
-
-    def on_fit_start(self, trainer, module):
-        state, self._restored = self._restored, None
-        if state is None:
-            return
+    def restore(self, state):
         torch.set_rng_state(state["torch"])
         name, keys, position, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))

@@ -342,16 +342,20 @@ def test_wandb_without_an_account_or_offline_mode_is_one_line(tmp_path, tracking
     assert "WANDB_MODE=offline" in err and err.count("\n") == 1 and all_runs(tracking_uri) == []
 
 
-def test_only_a_resumed_fit_takes_the_seconds_of_earlier_processes():
-    """Lightning restores callbacks also when `test` loads the best checkpoint: that must not reset the
-    run's wall time to the time of the best epoch."""
-    from bnnbench.callbacks import Timing
+class SlowEpochs(pl.Callback):
+    def on_train_epoch_end(self, trainer, module):
+        time.sleep(0.5)
 
-    timing = Timing(record=None, has_test=True)
-    timing.load_state_dict({"seconds": 100.0, "first_step_s": 0.5})  # as `trainer.test(ckpt_path=best)` does
-    assert timing.seconds() < 100
-    timing.on_fit_start(trainer=None, module=None)  # a resumed fit
-    assert timing.seconds() >= 100 and timing.first_step_s == 0.5
+
+def test_wall_time_counts_every_epoch_although_test_loads_an_earlier_checkpoint(tracking_uri):
+    """Lightning restores callbacks also when `test` loads the best epoch's checkpoint; that must not set
+    the recorded wall time back to the time of that epoch. Each epoch ends with 0.5 s of waiting after its
+    validation (and so after any best checkpoint of that epoch), so the 4 waits are only all in
+    `time/wall_s` if nothing set it back."""
+    result = run(RunConfig(method="fp", dataset="fake", epochs=4, tracking_uri=tracking_uri, progress="none"),
+                 callbacks=[SlowEpochs()])
+    assert result.metrics["time/wall_s"] >= 4 * 0.5
+    assert result.metrics["time/wall_s"] >= result.metrics["time/epoch_s"] * result.metrics["epochs_completed"]
 
 
 @pytest.mark.parametrize("method", METHODS.names())
