@@ -193,3 +193,21 @@ def test_a_configuration_far_heavier_than_its_dataset_default_gets_one_warning(c
     model = build_method(default).model
     warn_if_heavy(default, model, cost.count(model, (1, 8, 8)), 1258)
     assert not caplog.records
+
+
+def test_the_progress_bar_on_a_terminal_draws_on_stderr(capsys):
+    """On a terminal `run` shows Lightning's bar; it must draw on stderr so that stdout keeps the results."""
+    import lightning.pytorch as pl
+
+    from bnnbench.callbacks import StderrProgressBar
+
+    bar = StderrProgressBar()
+    bar.setup(pl.Trainer(callbacks=[bar], logger=False, enable_checkpointing=False), None, stage="fit")
+    for make in (bar.init_train_tqdm, bar.init_validation_tqdm, bar.init_test_tqdm):
+        tqdm = make()
+        tqdm.disable = False
+        tqdm.total = 3
+        tqdm.update(3)
+        tqdm.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Training: 100%" in captured.err and "Testing: 100%" in captured.err
