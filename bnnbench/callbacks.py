@@ -178,6 +178,56 @@ def format_seconds(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+class LatestCheckpoint(pl.callbacks.ModelCheckpoint):
+    """`last.ckpt`, rewritten at the end of every training epoch: what a resumed run continues from.
+
+    (Lightning's `save_last` refreshes `last.ckpt` only in epochs that improve the monitored metric.)
+    An epoch's step and validation metrics are logged before this checkpoint is written: sent at once,
+    a process killed in between would log them again after resuming from the previous checkpoint. So
+    the run's logger holds them (`tracking._runner_owned_logger`) and this callback sends them right
+    after the file is written; the file holds them too (its `state_dict`), and a resumed fit sends
+    those MLflow lacks, so a kill between writing and sending loses nothing. The epoch's training
+    aggregates, which Lightning logs after this hook, are sent at once: a kill in the few
+    milliseconds between the write and their sending is the one way a point can go missing.
+    """
+
+    def __init__(self, record: tracking.RecordedRun, dirpath):
+        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
+        self.record = record
+        self._restored = None
+
+    def on_train_epoch_start(self, trainer, module):
+        self.record.logger.holding = True
+
+    def _save_checkpoint(self, trainer, filepath):
+        super()._save_checkpoint(trainer, filepath)
+        self.record.logger.holding = False
+        self.record.logger.flush()
+
+    def state_dict(self):
+        return {**super().state_dict(), "held": [(dict(metrics), step) for metrics, step in self.record.logger.held]}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self._restored = state.get("held")
+
+    def on_fit_start(self, trainer, module):
+        """A resumed fit (the only one with restored state; `test` calls no `on_fit_start`) sends the
+        checkpoint's held metrics that MLflow lacks, counted as (key, step, value): Lightning logs some
+        keys (`epoch`) twice at one step."""
+        from collections import Counter
+
+        held, self._restored = self._restored or [], None
+        wanted = Counter((key, step or 0, value) for metrics, step in held for key, value in metrics.items())
+        sent = Counter()
+        for key in {key for key, _, _ in wanted}:
+            sent.update((key, step, value) for step, value in self.record.metric_history(key))
+        for (key, step, value), count in wanted.items():
+            for _ in range(count - sent[key, step, value]):
+                self.record.log_metrics({key: value}, step=step)
+
+
 class RandomState(ResumedFitState):
     """The global random generators (torch, CUDA, numpy, Python) in every checkpoint.
 

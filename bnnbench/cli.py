@@ -56,6 +56,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="YAML file with run keys and a 'set:' mapping (flags override it)")
 
 
+def _add_grace_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--grace-period", type=_positive_int, metavar="SECONDS",
+                   help=f"{what} whose worker has sent no heartbeat for this long (killed, machine lost) is "
+                        f"retried by another worker (default 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bnnbench", description="Benchmark training methods for binary neural networks.")
     parser.add_argument("--version", action="version", version=f"bnnbench {bnnbench.__version__}")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.add_argument("--wandb", action="store_true", default=None, help="also mirror every trial to Weights & Biases")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch lines on stderr (one line per trial stays)")
+    _add_grace_argument(p, "a trial")
     p.set_defaults(func=cmd_tune)
 
     p = commands.add_parser("cost", help="MACs, BOPs, OPs, parameters and size of a run's network (no data)")
@@ -117,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
     p.add_argument("--wandb", action="store_true", help="also mirror every run to Weights & Biases")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch lines on stderr (one line per run stays)")
+    p.add_argument("--storage", metavar="URL",
+                   help="share the suite through this Optuna storage (sqlite:///FILE on one machine, postgresql://... "
+                        "for many): every process started with the same command takes cells until none is left")
+    p.add_argument("--status", action="store_true",
+                   help="with --storage: print each cell's state (done / running / waiting / failed); train nothing")
+    _add_grace_argument(p, "a cell")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("leaderboard", help="FINISHED runs -> leaderboard/results.csv -> leaderboard/README.md")
@@ -244,7 +257,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = tuning.tune(cfg, trials=args.trials, timeout=args.timeout, storage=args.storage,
                          study_name=args.study_name, sampler=args.sampler, pruner=args.pruner,
-                         echo=lambda line: print(line, flush=True))
+                         grace_period=args.grace_period or tuning.GRACE_S, echo=lambda line: print(line, flush=True))
     s = result.states
     print(f"this run: {s['COMPLETE']} complete, {s['PRUNED']} pruned, {s['FAIL']} failed; "
           f"{result.trial_epochs} trial-epochs")
@@ -286,13 +299,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bnnbench.suite import load_suite, run_suite
 
     suite = load_suite(args.suite)
+    if args.status:
+        return _suite_status(suite, args)
     _quiet_libraries()
     counts = run_suite(suite, tracking_uri=args.tracking_uri, dry_run=args.dry_run, wandb=args.wandb,
-                       echo=lambda line: print(line, flush=True), progress="none" if args.no_progress else "epochs")
+                       echo=lambda line: print(line, flush=True), progress="none" if args.no_progress else "epochs",
+                       storage=args.storage, grace_period=args.grace_period)
     verb = "would run" if args.dry_run else "ran"
     print(f"suite '{suite.name}': {verb} {counts['ran']}, resumed {counts['resumed']}, skipped {counts['skipped']} "
           f"(already FINISHED or running), failed {counts['failed']}")
     return 1 if counts["failed"] else 0
+
+
+def _suite_status(suite, args: argparse.Namespace) -> int:
+    """`bench SUITE --storage URL --status`: one line per cell, then the counts."""
+    if not args.storage:
+        raise BadInput("--status reads a shared suite: give --storage URL too")
+    from collections import Counter
+
+    from bnnbench.config import resolve
+    from bnnbench.suite import SharedSuite
+
+    shared = SharedSuite(suite, [resolve(cfg) for cfg in suite.configs(args.tracking_uri)], args.storage,
+                         must_exist=True)
+    shared.join(create=False)
+    rows = shared.status()
+    width = max(len(row["label"]) for row in rows)
+    for row in rows:
+        detail = {"done": f"val/acc_best {row['value']:.4f}" if row["value"] is not None else "",
+                  "running": f"on {row['worker']}", "failed": (row["reason"] or "-").splitlines()[0][:100],
+                  "waiting": "retry of a stopped worker's cell" if row["attempts"] > 1 else ""}[row["state"]]
+        run = f"run {row['run_id']}" if row["run_id"] and row["state"] != "waiting" else ""
+        print(f"{row['cell']:>3}  {row['label']:<{width}}  {row['state']:<8} {run:<36} {detail}".rstrip())
+    counts = Counter(row["state"] for row in rows)
+    print(f"suite '{suite.name}' in study '{shared.name}': " +
+          ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "waiting", "failed")))
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -392,11 +434,17 @@ class _StderrHandler(logging.StreamHandler):
 def _quiet_libraries() -> None:
     """Lightning's INFO chatter (GPU/TPU availability, tips, checkpoint restores) hides the results.
 
-    Lightning's import sets its own logger to INFO, so it is imported first.
+    Lightning's import sets its own logger to INFO, so it is imported first; so does that of the
+    standalone `pytorch_lightning` package, which MLflow's PyTorch flavour imports when a run logs its
+    model (and through which the later runs of a suite would log), so it is imported too.
     """
+    import contextlib
     import warnings
 
     import lightning.pytorch  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import pytorch_lightning  # noqa: F401
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)

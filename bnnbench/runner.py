@@ -109,18 +109,16 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
 def build_trainer(resolved: ResolvedRun, record: tracking.RecordedRun, datamodule, costs, callbacks: list):
     """The run's Lightning trainer and its best-epoch checkpoint callback (what `test` evaluates)."""
     checkpoints = record.checkpoint_dir
-    # The best epoch (tested at the end) and the latest one (resumed from). Lightning's `save_last`
-    # refreshes `last.ckpt` only in epochs that improve the monitored metric, so it is its own callback.
+    # The best epoch (tested at the end) and the latest one (resumed from).
     best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc",
                                         mode="max", save_top_k=1)
-    latest = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
-                                          save_on_train_epoch_end=True, enable_version_counter=False)
     bar = resolved.progress == "bar" and sys.stderr.isatty()
     lines = resolved.progress != "none" and not bar
     progress = [cb.StderrProgressBar()] if bar else [cb.EpochLines(resolved.run_name)] if lines else []
     trainer = pl.Trainer(
         max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
-        callbacks=[best, latest, cb.RandomState(), cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
+        callbacks=[best, cb.LatestCheckpoint(record, checkpoints), cb.RandomState(),
+                   cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
                    cb.CostMetrics(costs, record),
                    cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
                    *progress, *callbacks],
@@ -165,11 +163,13 @@ def warn_if_heavy(resolved: ResolvedRun, model, costs, train_images: int) -> Non
                 f"{train_images:,} images takes about {minutes:,.0f} min here (from one timed forward pass)")
 
 
-def resume_config(run_id: str, tracking_uri: str | None, **where) -> RunConfig:
+def resume_config(run_id: str, tracking_uri: str | None, owner_known_gone: bool = False, **where) -> RunConfig:
     """The RunConfig of an interrupted run, from the recipe it recorded; BadInput if it cannot resume.
 
-    A run can resume when it is KILLED, or RUNNING with its owner gone (`tracking.owner_gone`). `where`
-    (checkpoint_dir, progress, accelerator, wandb) sets how it runs now, not what it trains.
+    A run can resume when it is KILLED, or RUNNING with its owner gone (`tracking.owner_gone`, or
+    `owner_known_gone`: a shared suite's worker holds the cell because Optuna's heartbeat declared the
+    previous holder dead). `where` (checkpoint_dir, progress, accelerator, wandb) sets how it runs now,
+    not what it trains.
     """
     tracking.check_store(tracking_uri)
     info = tracking.run_info(tracking_uri, run_id)
@@ -179,7 +179,7 @@ def resume_config(run_id: str, tracking_uri: str | None, **where) -> RunConfig:
     if status == "FAILED":
         raise BadInput(f"run {run_id} FAILED ({tags.get('failure_reason', 'no reason recorded')}); start a new run "
                        f"instead of resuming it")
-    if status == "RUNNING" and tracking.owner_gone(tags) is None:
+    if status == "RUNNING" and not owner_known_gone and tracking.owner_gone(tags) is None:
         raise BadInput(f"run {run_id} is still running (process {tags.get(tracking.PID_TAG)} on "
                        f"{tags.get(tracking.HOST_TAG)}); resume it only once that process is gone")
     if not info["recipe"]:

@@ -15,7 +15,9 @@ seed (`bnnbench.identity`):
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,23 +86,26 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def cell_state(tracking_uri: str | None, resolved) -> tuple[str, str | None]:
-    """What to do with one cell: ("done" | "running" | "resume" | "new", the run id it concerns)."""
+def cell_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None]:
+    """What to do with one cell: ("done" | "running" | "resume" | "new", the run it concerns, as
+    `tracking.runs_with` describes it)."""
     from bnnbench import tracking
     from bnnbench.identity import code_id
 
+    if not tracking.store_exists(tracking_uri):
+        return "new", None
     runs = [run for run in tracking.runs_with(tracking_uri, resolved.experiment,
                                               {tracking.CONFIG_ID_TAG: resolved.config_id,
                                                tracking.CODE_ID_TAG: code_id()}, resolved.seed)
             if "tuning.role" not in run["tags"]]  # a tuning trial is no cell of a suite
     finished = [run for run in runs if run["status"] == "FINISHED"]
     if finished:
-        return "done", finished[0]["run_id"]
+        return "done", finished[0]
     alive = [run for run in runs if run["status"] == "RUNNING" and tracking.owner_gone(run["tags"]) is None]
     if alive:
-        return "running", alive[0]["run_id"]
+        return "running", alive[0]
     interrupted = [run for run in runs if run["status"] in ("KILLED", "RUNNING")]  # RUNNING: its owner is gone
-    return ("resume", interrupted[0]["run_id"]) if interrupted else ("new", None)
+    return ("resume", interrupted[0]) if interrupted else ("new", None)
 
 
 def check_data(resolved: list) -> None:
@@ -118,43 +123,279 @@ def check_data(resolved: list) -> None:
 
 
 def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = False, wandb: bool = False,
-              echo=print, progress: str = "epochs") -> dict[str, int]:
-    """Run every cell not yet FINISHED; returns counts of ran / resumed / skipped / failed cells."""
-    from bnnbench import runner, tracking
+              echo=print, progress: str = "epochs", storage: str | None = None,
+              grace_period: int | None = None) -> dict[str, int]:
+    """Run every cell not yet FINISHED; returns counts of ran / resumed / skipped / failed cells.
+
+    With `storage` (an Optuna RDB URL) the cells are shared by every process running the same suite on
+    that storage (`SharedSuite`): this process trains the cells it takes and returns once no cell is
+    waiting or running anywhere.
+    """
+    from bnnbench import tracking
     from bnnbench.config import resolve
 
+    if storage and dry_run:
+        raise BadInput("--dry-run shows one process's plan; with --storage, --status shows every cell's state")
     configs = suite.configs(tracking_uri, wandb, progress)
     resolved = [resolve(cfg) for cfg in configs]  # every bad name, key or value is found before any run
     tracking.check_store(tracking_uri)
     if wandb:
         tracking.check_mirror()
+    shared = SharedSuite(suite, resolved, storage, grace_period) if storage else None  # opens the storage
     check_data(resolved)
+    if shared:
+        shared.join()
     counts = {"ran": 0, "resumed": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
-    for index, (cfg, res) in enumerate(zip(configs, resolved, strict=True), start=1):
-        label = f"[{index}/{len(configs)}] {cfg.method} on {cfg.dataset} ({res.arch}, {cfg.mode}) seed {cfg.seed}"
-        state, run_id = cell_state(tracking_uri, res) if tracking.store_exists(tracking_uri) else ("new", None)
-        if state in ("done", "running"):
-            counts["skipped"] += 1
-            echo(f"{label}: skipped, {'FINISHED' if state == 'done' else 'RUNNING (owner alive)'} run {run_id}")
-            continue
-        if dry_run:
-            counts["ran"] += 1
-            echo(f"{label}: would {'resume run ' + run_id if run_id else 'run'} {res.epochs} epochs")
-            continue
-        try:
-            if run_id:
-                echo(f"{label}: resuming interrupted run {run_id}")
-                result = runner.run(runner.resume_config(run_id, tracking_uri, progress=progress, wandb=wandb),
-                                    resume=run_id)
-            else:
-                result = runner.run(cfg)
-        except runner.RunFailed as failure:
-            counts["failed"] += 1
-            echo(f"{label}: {failure}")
-            continue
-        counts["resumed" if run_id else "ran"] += 1
-        accuracy = result.metrics.get("test/acc", result.metrics["val/acc_best"])
-        echo(f"{label}: acc {accuracy:.4f} in {result.metrics['time/wall_s']:.1f} s "
-             f"(suite {time.perf_counter() - started:.0f} s)")
+
+    def cell(index: int) -> CellOutcome:
+        label = f"[{index + 1}/{len(configs)}] {cell_label(resolved[index])}"
+        outcome = _run_cell(configs[index], resolved[index], label, dry_run, echo, started,
+                            takeover=shared is not None)
+        counts[outcome.kind] += 1
+        return outcome
+
+    if shared is None:
+        for index in range(len(configs)):
+            cell(index)
+        return counts
+    while (index := shared.take(echo)) is not None:
+        with shared.holding():
+            shared.finish(cell(index))
     return counts
+
+
+def cell_label(res) -> str:
+    return f"{res.method} on {res.dataset} ({res.arch}, {res.mode}) seed {res.seed}"
+
+
+@dataclass
+class CellOutcome:
+    kind: str  # ran | resumed | skipped | failed
+    run_id: str | None = None
+    value: float | None = None  # val/acc_best of the cell's FINISHED run
+    reason: str | None = None  # why it failed, or why it was left to another process
+
+
+def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: float, takeover: bool) -> CellOutcome:
+    """One cell: skip it (FINISHED, or running elsewhere), resume its interrupted run, or train it.
+
+    `takeover`: this process holds the cell's trial of a shared suite, so a RUNNING run of the cell is a
+    dead worker's (Optuna's heartbeat said so), whatever its own heartbeat tag still says.
+    """
+    from bnnbench import runner
+
+    state, run = cell_state(res.tracking_uri, res)
+    run_id = run["run_id"] if run else None
+    if state == "running" and takeover:
+        state = "resume"
+    if state == "done":
+        echo(f"{label}: skipped, FINISHED run {run_id}")
+        return CellOutcome("skipped", run_id, run["metrics"].get("val/acc_best"))
+    if state == "running":
+        echo(f"{label}: skipped, RUNNING (owner alive) run {run_id}")
+        return CellOutcome("skipped", run_id, reason=f"run {run_id} is RUNNING in another process")
+    if dry_run:
+        echo(f"{label}: would {'resume run ' + run_id if run_id else 'run'} {res.epochs} epochs")
+        return CellOutcome("resumed" if run_id else "ran")
+    try:
+        if run_id:
+            echo(f"{label}: resuming interrupted run {run_id}")
+            result = runner.run(runner.resume_config(run_id, res.tracking_uri, progress=cfg.progress, wandb=cfg.wandb,
+                                                     owner_known_gone=takeover), resume=run_id)
+        else:
+            result = runner.run(cfg)
+    except runner.RunFailed as failure:
+        echo(f"{label}: {failure}")
+        return CellOutcome("failed", failure.run_id, reason=failure.reason)
+    accuracy = result.metrics.get("test/acc", result.metrics["val/acc_best"])
+    echo(f"{label}: acc {accuracy:.4f} in {result.metrics['time/wall_s']:.1f} s "
+         f"(suite {time.perf_counter() - started:.0f} s)")
+    return CellOutcome("resumed" if run_id else "ran", result.run_id, result.metrics["val/acc_best"])
+
+
+# -- a suite shared through Optuna's RDB storage -------------------------------------------------------------
+CELLS_ATTR = "bnnbench.suite"  # study user attr: the suite's cells, written once every cell is queued
+CELL_ATTR = "bnnbench.cell"  # trial user attr: which cell the trial trains (its index in the suite)
+WORKER_ATTR = "bnnbench.worker"  # trial user attr: host and process id of the worker that took it
+REASON_ATTR = "failure_reason"  # trial user attr of a FAIL trial
+READY_WAIT_S = 60  # how long a worker waits for the process that created the study to queue the cells
+
+
+class SharedSuite:
+    """The cells of a suite as the queued trials of one Optuna study in an RDB storage.
+
+    Optuna does the work-sharing: the first process creates the study (`create_study` is atomic: the
+    others get `DuplicatedStudyError` and load it) and queues one trial per cell (`enqueue_trial`);
+    every process takes queued trials one at a time (a WAITING → RUNNING transition the database grants
+    to one process only), records Optuna's heartbeat while it trains the cell
+    (`tuning.trial_heartbeat`) and tells the trial COMPLETE (value: `val/acc_best`) or FAIL. A worker
+    that dies stops beating; the next `fail_stale_trials` of any worker fails its trial after the grace
+    period, and Optuna's `RetryHeartbeatStaleTrialCallback` queues a copy, whose taker resumes the cell's
+    MLflow run from its checkpoint (which must be where that worker can read it: `--checkpoint-dir` on
+    a shared file system). A worker stopped by Ctrl-C or SIGTERM queues the copy itself, at once. A
+    failed cell stays failed in this study, with its reason in `--status`.
+
+    The study is named after the suite and the code identity (`suite-NAME-CODEID`): new training code
+    trains the suite afresh, as it does without a storage. The study's user attribute `bnnbench.suite`
+    records every cell's configuration; a process whose suite file differs is refused, naming the
+    difference.
+    """
+
+    def __init__(self, suite: Suite, resolved: list, storage: str, grace_period: int | None = None,
+                 must_exist: bool = False):
+        """Opens the storage (a bad URL or a missing driver fails here); `join` takes part in the suite."""
+        import optuna
+
+        from bnnbench import tuning
+        from bnnbench.identity import code_id
+
+        self.url, self.suite_name = storage, suite.name
+        self.grace_period = grace_period or tuning.GRACE_S
+        self.storage = tuning.open_storage(storage, must_exist=must_exist, grace_period=self.grace_period)
+        self.name = f"suite-{suite.name}-{code_id()}"
+        self.cells_now = [{"label": cell_label(r), "config_id": r.config_id, "seed": r.seed,
+                           "params": {k: str(v) for k, v in r.params().items() if k != "seed"}} for r in resolved]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.trial = None  # the trial this process holds
+
+    def join(self, create: bool = True) -> None:
+        """Create the study and queue the cells, or load it (`create=False`: it must exist); refuse a
+        suite whose cells differ from the recorded ones."""
+        import optuna
+
+        if not create and self.name not in (names := optuna.get_all_study_names(self.storage)):
+            other = [n for n in names if n.startswith(f"suite-{self.suite_name}-")]
+            raise BadInput(f"no shared suite '{self.suite_name}' of this code ('{self.name}') in '{self.display_url}'"
+                           + (f" (it holds {', '.join(other)}: other training code)" if other else "")
+                           + "; start workers with 'bnnbench bench SUITE --storage URL'")
+        try:
+            self.study = optuna.create_study(storage=self.storage, study_name=self.name, direction="maximize")
+        except optuna.exceptions.DuplicatedStudyError:
+            self.study = optuna.load_study(study_name=self.name, storage=self.storage)
+        else:
+            for index, cell in enumerate(self.cells_now):
+                self.study.enqueue_trial({}, user_attrs={CELL_ATTR: index, "label": cell["label"]})
+            self.study.set_user_attr(CELLS_ATTR, self.cells_now)
+        self._check_cells(self._recorded_cells())
+
+    def _recorded_cells(self) -> list:
+        waited = time.monotonic()
+        while (cells := self.study.user_attrs.get(CELLS_ATTR)) is None:
+            if time.monotonic() - waited > READY_WAIT_S:
+                raise BadInput(f"study '{self.name}' in '{self.display_url}' has no cells after {READY_WAIT_S} s: the "
+                               f"process that created it stopped before queueing them; delete it (optuna "
+                               f"delete-study --study-name {self.name} --storage URL) and start again")
+            time.sleep(1)
+        return cells
+
+    @property
+    def display_url(self) -> str:
+        from bnnbench.tuning import display_url
+
+        return display_url(self.url)
+
+    def _check_cells(self, recorded: list) -> None:
+        if [(c["config_id"], c["seed"]) for c in recorded] == [(c["config_id"], c["seed"]) for c in self.cells_now]:
+            return
+        was, now = {c["label"]: c for c in recorded}, {c["label"]: c for c in self.cells_now}
+        changed = [label for label in now if label in was and was[label]["config_id"] != now[label]["config_id"]]
+        parts = []
+        if changed:
+            a, b = was[changed[0]]["params"], now[changed[0]]["params"]
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            parts.append(f"{changed[0]}: " + ", ".join(f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in keys[:4]))
+        for where, labels in (("the storage", [x for x in now if x not in was]),
+                              ("the file", [x for x in was if x not in now])):
+            if labels:
+                parts.append(f"not in {where}: {', '.join(labels[:3])}{' …' if len(labels) > 3 else ''}")
+        raise BadInput(f"the suite in '{self.display_url}' (study '{self.name}') differs from this file "
+                       f"({'; '.join(parts) or 'its cells are in another order'}); give the file it was started "
+                       f"with, or another storage or suite name")
+
+    def take(self, echo) -> int | None:
+        """The index of a cell this process now holds; waits while cells run elsewhere (one of them may
+        be a dead worker's, queued again after the grace period); None once no cell waits or runs."""
+        import os
+        import platform
+
+        from optuna.trial import TrialState
+
+        from bnnbench import tuning
+
+        said = False
+        while True:
+            tuning.fail_stale_trials(self.study)
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                trial_id = tuning.trial_id(self.storage, self.study, trial.number)
+                try:
+                    taken = self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+                except Exception:  # UpdateFinishedTrialError, or a lock another worker won: the next one
+                    continue
+                if taken:
+                    self.trial = (trial, trial_id)
+                    self.storage.set_trial_user_attr(trial_id, WORKER_ATTR, f"{platform.node()}:{os.getpid()}")
+                    return trial.user_attrs[CELL_ATTR]
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running:
+                return None
+            if not said:
+                echo(f"no cell waiting, {len(running)} running elsewhere; waiting for them (a dead worker's cell "
+                     f"is taken over {self.grace_period} s after its last heartbeat)")
+                said = True
+            time.sleep(self.storage.get_heartbeat_interval())
+
+    @contextlib.contextmanager
+    def holding(self):
+        """Optuna's heartbeat of the held trial while the body trains its cell; an exception (Ctrl-C,
+        SIGTERM, a bug) fails the trial and queues a copy for another worker at once."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from bnnbench import tuning
+
+        trial, trial_id = self.trial
+        try:
+            with tuning.trial_heartbeat(self.storage, trial_id):
+                yield
+        except BaseException as error:
+            self.storage.set_trial_user_attr(trial_id, REASON_ATTR, f"worker stopped: {type(error).__name__}")
+            frozen = self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
+            raise
+        finally:
+            self.trial = None
+
+    def finish(self, outcome: CellOutcome) -> None:
+        from optuna.trial import TrialState
+
+        from bnnbench.tuning import RUN_ID_ATTR
+
+        trial, trial_id = self.trial
+        if outcome.run_id:
+            self.storage.set_trial_user_attr(trial_id, RUN_ID_ATTR, outcome.run_id)
+        if outcome.value is None:
+            self.storage.set_trial_user_attr(trial_id, REASON_ATTR, (outcome.reason or "no val/acc_best")[:2000])
+            self.study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial.number, outcome.value)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each cell's latest trial: state (waiting, running, done, failed), run id, worker, value, reason,
+        and how many trials the cell has had (a dead or stopped worker's cell has a retry)."""
+        from bnnbench.tuning import RUN_ID_ATTR
+
+        trials: dict[int, list] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            trials.setdefault(trial.user_attrs.get(CELL_ATTR), []).append(trial)
+        words = {"WAITING": "waiting", "RUNNING": "running", "COMPLETE": "done", "FAIL": "failed"}
+        rows = []
+        for index, cell in enumerate(self.cells_now):
+            latest = max(trials[index], key=lambda t: t.number)
+            attrs = latest.user_attrs
+            rows.append({"cell": index + 1, "label": cell["label"], "state": words[latest.state.name],
+                         "attempts": len(trials[index]), "run_id": attrs.get(RUN_ID_ATTR), "value": latest.value,
+                         "worker": attrs.get(WORKER_ATTR), "reason": attrs.get(REASON_ATTR)})
+        return rows

@@ -65,8 +65,24 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 # -- stores ------------------------------------------------------------------------------------------------
-_DRIVERS = {"postgresql": ("psycopg2", "psycopg2-binary"), "mysql": ("pymysql", "pymysql"),
-            "mssql": ("pyodbc", "pyodbc")}
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy URL schemes of database servers
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "MySQLdb": "mysqlclient",
+                   "pymysql": "pymysql", "pyodbc": "pyodbc"}  # DB-API module -> what `pip install` needs
+
+
+def check_driver(url: str, what: str) -> None:
+    """One line of BadInput naming the DB-API module a SQLAlchemy URL needs (and its pip package) when it
+    is not installed; any other problem with the URL is left to the connection attempt."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ModuleNotFoundError as error:
+        module = (error.name or "").split(".")[0]
+        raise BadInput(f"{what} '{_safe(url)}' needs the database driver '{module}': pip install "
+                       f"{DRIVER_PACKAGES.get(module, module)}") from None
+    except Exception:
+        pass
 
 
 def check_store(uri: str | None) -> str:
@@ -94,18 +110,15 @@ def check_store(uri: str | None) -> str:
         except Exception as error:  # URLError, timeouts, HTTP errors, a malformed host
             raise BadInput(f"MLflow tracking server '{uri}' is unreachable: {_first_line(error)}") from None
         return uri
-    if scheme in _DRIVERS:
-        module, package = _DRIVERS[scheme]
+    if scheme in DATABASES:
         import sqlalchemy
 
+        check_driver(uri, "tracking URI")
         try:
             engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5},
                                               poolclass=sqlalchemy.pool.NullPool)
             with engine.connect():
                 pass
-        except ModuleNotFoundError:
-            raise BadInput(f"tracking URI '{_safe(uri)}' needs the database driver '{module}': "
-                           f"pip install {package}") from None
         except Exception as error:
             raise BadInput(f"tracking database '{_safe(uri)}' is unreachable: {_first_line(error)}") from None
         return uri
@@ -434,19 +447,41 @@ def _ignoring_sigterm():
 
 
 def _runner_owned_logger(uri: str, run_id: str):
-    """Lightning's `MLFlowLogger` bound to an existing run, whose `finalize` leaves the status alone.
+    """Lightning's `MLFlowLogger` bound to an existing run, whose `finalize` leaves the status alone and
+    which holds metrics back until a checkpoint covers them.
+
+    While a training epoch runs (`holding`), logged metrics wait in `held` until
+    `callbacks.LatestCheckpoint` has written a checkpoint that holds them too, and go to MLflow then
+    (`flush`), or when a stage ends (`finalize`): a run killed and resumed logs each point once.
 
     Built on first use so that importing this module does not import lightning (seconds); built under
     the first-use lock because it makes its own MLflow client.
     """
     from lightning.pytorch.loggers import MLFlowLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     class RunnerOwnedMLFlowLogger(MLFlowLogger):
+        held: list
+        holding = False
+
+        @rank_zero_only
+        def log_metrics(self, metrics, step=None) -> None:
+            if self.holding:
+                self.held.append((dict(metrics), step))
+            else:
+                super().log_metrics(metrics, step)
+
+        def flush(self) -> None:
+            held, self.held = self.held, []
+            for metrics, step in held:
+                super().log_metrics(metrics, step)
+
         def finalize(self, status: str = "success") -> None:
-            pass
+            self.flush()
 
     with sqlite_first_use_lock(uri):
         logger = RunnerOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id)
+        logger.held = []
         _ = logger.experiment
     return logger
 
@@ -471,7 +506,8 @@ def run_info(uri: str | None, run_id: str) -> dict[str, Any]:
 
 
 def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int) -> list[dict[str, Any]]:
-    """Runs of `experiment` with these tag values and this seed, newest first (none if no experiment)."""
+    """Runs of `experiment` with these tag values and this seed, newest first (none if no experiment):
+    id, status, tags and latest metrics of each."""
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -479,7 +515,8 @@ def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int)
     conditions = [f"tags.`{k}` = '{v}'" for k, v in tags.items()] + [f"params.seed = '{seed}'"]
     runs = client.search_runs([found.experiment_id], filter_string=" and ".join(conditions),
                               order_by=["attributes.start_time DESC"])
-    return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)} for r in runs]
+    return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
+             "metrics": dict(r.data.metrics)} for r in runs]
 
 
 # -- datasets and models of runs ---------------------------------------------------------------------------

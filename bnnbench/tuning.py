@@ -27,9 +27,11 @@ config a `bnnbench run` builds, so a trial is trained, validated, tested and rec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import math
+import threading
 import time
 import warnings
 from collections import Counter
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import optuna
 from optuna.trial import TrialState
 
@@ -93,21 +96,74 @@ def display_url(url: str) -> str:
         return url
 
 
-def open_storage(url: str, must_exist: bool = False):
-    """Optuna RDB storage for `url`, or a one-line BadInput saying why it cannot be opened."""
+GRACE_S = 300  # a trial (or a shared suite's cell) whose worker is silent this long is failed and retried
+
+def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_S):
+    """Optuna RDB storage for `url`, or a one-line BadInput saying why it cannot be opened.
+
+    Optuna's heartbeat is on: every running trial records one every `heartbeat_interval(grace_period)`
+    seconds (`trial_heartbeat`), and `optuna.storages.fail_stale_trials` fails a trial silent for
+    `grace_period` seconds (a worker killed with SIGKILL, a lost machine), whereupon Optuna's
+    `RetryHeartbeatStaleTrialCallback` queues a copy of it (same parameters and user attributes) for
+    the next worker.
+    """
     if must_exist and url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):].split("?")[0])
         if not path.is_file():
             raise BadInput(f"no Optuna storage at '{url}': file '{path}' does not exist "
                            f"(give the URL 'bnnbench tune' used with --storage)")
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     # SQLite locks the whole file per write; several processes sharing it wait instead of failing.
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    # A database server that does not answer is an error within seconds, not a hang.
+    connect_args = {"timeout": 60} if scheme == "sqlite" else {"connect_timeout": 5} if scheme in tracking.DATABASES \
+        else {}
+    tracking.check_driver(url, "Optuna storage")
     try:
-        with tracking.sqlite_first_use_lock(url):
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with tracking.sqlite_first_use_lock(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat_interval(grace_period),
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BadInput(f"cannot open Optuna storage '{display_url(url)}': {reason}") from None
+
+
+def heartbeat_interval(grace_period: int) -> int:
+    """Seconds between heartbeats: 30, or a fifth of a shorter grace period (at least 1)."""
+    return max(1, min(30, grace_period // 5))
+
+
+@contextlib.contextmanager
+def trial_heartbeat(storage, trial_id: int):
+    """Record Optuna's heartbeat of a trial from a thread while the body runs (what `Study.optimize`
+    does for its own trials; a trial run by ask-and-tell, or a suite's cell, needs it too)."""
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried; the grace period absorbs it
+                storage.record_heartbeat(trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale_trials(study) -> list:
+    """Fail the trials whose worker stopped beating (Optuna queues a retry of each); the failed ones."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
 
 
 def search_space_of(method: str) -> Callable:
@@ -207,12 +263,14 @@ def _check_identity(study, identity: dict[str, Any], storage: str) -> None:
 
 # -- tune -------------------------------------------------------------------------------------------------
 def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, storage: str | None = None,
-         study_name: str | None = None, sampler: str = "tpe", pruner: Any = "median",
+         study_name: str | None = None, sampler: str = "tpe", pruner: Any = "median", grace_period: int = GRACE_S,
          echo: Callable[[str], None] = print) -> TuneResult:
     """Run `trials` more trials (or until `timeout` seconds have passed) of the study for `cfg`.
 
-    `pruner` is a name from PRUNERS or an `optuna.pruners.BasePruner`. Returns this invocation's
-    counts and the study's best; bad input raises BadInput before anything is recorded.
+    `pruner` is a name from PRUNERS or an `optuna.pruners.BasePruner`. A trial whose worker has been
+    silent for `grace_period` seconds is failed and retried by the next worker (`open_storage`); its
+    MLflow run ends KILLED. Returns this invocation's counts and the study's best; bad input raises
+    BadInput before anything is recorded.
     """
     resolved = resolve(cfg)
     tracking.check_store(cfg.tracking_uri)
@@ -225,7 +283,8 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
     pruner_name = pruner if isinstance(pruner, str) else type(pruner).__name__
     pruner = make_pruner(pruner, resolved.epochs) if isinstance(pruner, str) else pruner
     name = study_name or default_study_name(resolved)
-    study = optuna.create_study(storage=open_storage(storage), sampler=make_sampler(sampler, cfg.seed),
+    rdb = open_storage(storage, grace_period=grace_period)
+    study = optuna.create_study(storage=rdb, sampler=make_sampler(sampler, cfg.seed),
                                 pruner=pruner, study_name=name, direction="maximize", load_if_exists=True)
     _check_identity(study, study_identity(resolved), storage)
     with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use since
@@ -247,9 +306,12 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
     trial = None
     try:
         while sum(result.states.values()) < trials and (timeout is None or time.monotonic() - started < timeout):
-            trial = study.ask()
+            for lost in fail_stale_trials(study):  # a dead worker's trial: Optuna queues its retry
+                _end_lost_run(cfg.tracking_uri, lost, grace_period)
+            trial = ask(study)
             trial_started = time.monotonic()
-            frozen, note = _run_trial(study, trial, cfg, space, parent, name)
+            with trial_heartbeat(rdb, trial_id(rdb, study, trial.number)):
+                frozen, note = _run_trial(study, trial, cfg, space, parent, name)
             trial = None
             epochs = len(frozen.intermediate_values)
             result.states[frozen.state.name] += 1
@@ -294,7 +356,8 @@ def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name
     cfg = dataclasses.replace(base, method_overrides=overrides, tags=tags, run_name=f"{name}-t{trial.number}")
     trial.set_user_attr(CONFIG_ATTR, trial_recipe(resolve(cfg)))
     try:
-        result = runner.run(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=PRUNE_MONITOR)])
+        result = runner.run(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=PRUNE_MONITOR),
+                                            _TrialRunId(trial)])
     except runner.RunFailed as failure:
         trial.set_user_attr(RUN_ID_ATTR, failure.run_id)
         if isinstance(failure.__cause__, optuna.TrialPruned):
@@ -314,6 +377,35 @@ def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name
         return study.tell(trial, state=TrialState.FAIL), f"{OBJECTIVE} is {value}"
     tracking.set_tags(base.tracking_uri, result.run_id, {"tuning.state": "COMPLETE"})
     return study.tell(trial, value), None
+
+
+class _TrialRunId(pl.Callback):
+    """The trial names its MLflow run as soon as the run exists, so a retry can end a dead worker's run."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_fit_start(self, trainer, module):
+        self.trial.set_user_attr(RUN_ID_ATTR, trainer.logger.run_id)
+
+
+def _end_lost_run(tracking_uri: str | None, lost, grace_period: int) -> None:
+    run_id = lost.user_attrs.get(RUN_ID_ATTR)
+    if run_id and tracking.run_info(tracking_uri, run_id)["status"] == "RUNNING":
+        tracking.set_tags(tracking_uri, run_id, {"tuning.state": "FAIL"})
+        tracking.end_run(tracking_uri, run_id, "KILLED", f"its worker stopped (no Optuna heartbeat for "
+                                                         f"{grace_period} s); trial {lost.number} is retried")
+
+
+def ask(study):
+    """`study.ask()`, which takes a queued trial (a retry) first; its heartbeat is `trial_heartbeat`'s."""
+    with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with Study.optimize"
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
+
+
+def trial_id(storage, study, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
 def _best_trial(study):

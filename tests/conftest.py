@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+pytest_plugins = ["tests.servers"]  # the PostgreSQL cluster and MLflow server fixtures
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` are skipped, saying why, on a machine without CUDA (CI never has one)."""
