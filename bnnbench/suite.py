@@ -11,6 +11,9 @@ seed (`bnnbench.identity`):
 - an interrupted run (KILLED, or RUNNING with its process gone) is resumed from its checkpoint into the
   same MLflow run; one RUNNING with a live owner is left to that owner;
 - otherwise (nothing yet, or only FAILED runs) a new run trains. One failing run does not stop the suite.
+
+With an Optuna storage (`bench --storage URL`) the cells are shared by any number of processes on any
+machines, through Optuna's queued trials and heartbeat (`SharedSuite`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ config a `bnnbench run` builds, so a trial is trained, validated, tested and rec
   reported with every pruner, `none` included, so the epochs each trial ran are in the study.
 - Storage: any SQLAlchemy URL (Optuna's RDB storage); default a SQLite file `optuna.db` beside the
   MLflow SQLite database. Several `bnnbench tune` processes, on several machines, share a study through
-  one storage; running the same command again resumes the study and adds trials. A study remembers what
+  one storage; running the same command again resumes the study and adds trials. Every running trial
+  records Optuna's heartbeat; a trial whose worker died (`kill -9`, a lost machine) is failed after the
+  grace period and retried, with the same parameters, by the next worker. A study remembers what
   it tunes (method, dataset, arch, mode, epochs, batch size, image size, `--set` values) and refuses
   to mix in trials of another budget.
 - Seeding: the sampler is re-created for every trial from (seed, trial number). One process is
@@ -97,6 +99,7 @@ def display_url(url: str) -> str:
 
 
 GRACE_S = 300  # a trial (or a shared suite's cell) whose worker is silent this long is failed and retried
+
 
 def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_S):
     """Optuna RDB storage for `url`, or a one-line BadInput saying why it cannot be opened.

@@ -54,7 +54,7 @@ def run_of(uri: str, pid: int):
 
 @pytest.mark.slow
 def test_three_workers_share_a_suite_on_postgresql_and_a_killed_workers_cell_is_resumed(
-        tmp_path, monkeypatch, postgres, mlflow_server):
+        tmp_path, postgres, mlflow_server):
     storage = postgres.database("suite")
     server = mlflow_server.uri
     (tmp_path / "suite.yaml").write_text(SUITE.format(epochs=12))
@@ -85,8 +85,7 @@ def test_three_workers_share_a_suite_on_postgresql_and_a_killed_workers_cell_is_
     client = mlflow.MlflowClient(server)  # every run readable through the server, with its artifacts
     for run in runs:
         assert {"config.yaml", "curves.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    model = mlflow.pytorch.load_model(f"runs:/{killed.info.run_id}/model")
+    model = tracking.load_model(server, killed.info.run_id)  # downloaded through the server
     assert sum(p.numel() for p in model.parameters()) > 0
 
     study = optuna.load_study(study_name=f"suite-shared-{code_id()}", storage=storage)
