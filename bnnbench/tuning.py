@@ -121,16 +121,22 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_S
     connect_args = {"timeout": 60} if scheme == "sqlite" else {"connect_timeout": 5} if scheme in tracking.DATABASES \
         else {}
     tracking.check_driver(url, "Optuna storage")
-    try:
-        with tracking.sqlite_first_use_lock(url), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat_interval(grace_period),
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BadInput(f"cannot open Optuna storage '{display_url(url)}': {reason}") from None
+    for attempt in range(1, 4):
+        try:
+            with tracking.sqlite_first_use_lock(url), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": connect_args},
+                    heartbeat_interval=heartbeat_interval(grace_period), grace_period=grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        except Exception as error:
+            # Optuna creates its tables on first use; workers on a fresh database server race to
+            # create them and the losers see "already exists". The tables are there now: again.
+            if attempt < 3 and "already exists" in str(error):
+                time.sleep(attempt)
+                continue
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BadInput(f"cannot open Optuna storage '{display_url(url)}': {reason}") from None
 
 
 def heartbeat_interval(grace_period: int) -> int:

@@ -58,9 +58,15 @@ def test_four_processes_on_a_fresh_store_all_finish(tmp_path):
     assert len(mlflow.MlflowClient(uri).search_experiments(filter_string="name = 'fake'")) == 1
 
 
-def test_four_processes_open_a_fresh_optuna_storage_and_one_study(tmp_path):
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    code = ("import optuna, sys\nfrom bnnbench.tuning import open_storage\n"
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_four_processes_open_a_fresh_optuna_storage_and_one_study(tmp_path, request, store):
+    """Optuna creates its tables on first use: SQLite is serialised on this machine, a database server
+    (workers on many machines) lets the losers of the race try again."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if store == "sqlite" else \
+        request.getfixturevalue("postgres").database("fresh_optuna")
+    at = time.time() + 10  # all four open it at the same moment, after their imports
+    code = ("import optuna, sys, time\nfrom bnnbench.tuning import open_storage\n"
+            f"time.sleep(max(0, {at} - time.time()))\n"
             f"s = optuna.create_study(storage=open_storage({url!r}), study_name='shared', load_if_exists=True,"
             " direction='maximize')\ns.enqueue_trial({'x': 1.0})\nprint(s.study_name)\n")
     processes = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
