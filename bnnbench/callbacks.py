@@ -107,7 +107,7 @@ class Heartbeat(pl.Callback):
 
     def _beat(self) -> None:
         if time.monotonic() - self._last >= tracking.HEARTBEAT_S:
-            tracking.heartbeat(self.record.uri, self.record.run_id)
+            self.record.heartbeat()
             self._last = time.monotonic()
 
     def on_train_batch_end(self, *args):
@@ -198,15 +198,18 @@ class LatestCheckpoint(pl.callbacks.ModelCheckpoint):
         self._restored = None
 
     def on_train_epoch_start(self, trainer, module):
-        self.record.logger.holding = True
+        if self.record.logger is not None:  # None: another process than rank 0, which records nothing
+            self.record.logger.holding = True
 
     def _save_checkpoint(self, trainer, filepath):
         super()._save_checkpoint(trainer, filepath)
-        self.record.logger.holding = False
-        self.record.logger.flush()
+        if self.record.logger is not None:
+            self.record.logger.holding = False
+            self.record.logger.flush()
 
     def state_dict(self):
-        return {**super().state_dict(), "held": [(dict(metrics), step) for metrics, step in self.record.logger.held]}
+        held = self.record.logger.held if self.record.logger is not None else []
+        return {**super().state_dict(), "held": [(dict(metrics), step) for metrics, step in held]}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
@@ -282,6 +285,8 @@ class Artifacts(pl.Callback):
         self._log(module, "test")
 
     def _log(self, module, split: str) -> None:
+        if not module.trainer.is_global_zero:  # the others of a multi-process run record nothing
+            return
         import matplotlib
 
         matplotlib.use("Agg")

@@ -56,6 +56,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="YAML file with run keys and a 'set:' mapping (flags override it)")
 
 
+def _add_device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=_positive_int,
+                   help="processes per machine, one device each (default 1); the batch is split between them")
+    p.add_argument("--num-nodes", type=_positive_int, help="machines, each running --devices processes (default 1)")
+    p.add_argument("--strategy", help="Lightning strategy with several processes (default ddp), e.g. ddp, fsdp")
+
+
 def _add_grace_argument(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--grace-period", type=_positive_int, metavar="SECONDS",
                    help=f"{what} whose worker has sent no heartbeat for this long (killed, machine lost) is "
@@ -90,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="MLflow run name (default METHOD-DATASET-ARCH-MODE-sSEED)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress on stderr (default: a bar on a terminal, else one line per epoch)")
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser("tune", help="search a method's hyperparameters with Optuna; each trial is a run")
@@ -130,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="with --storage: print each cell's state (done / running / waiting / failed); train nothing")
     _add_grace_argument(p, "a cell")
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("leaderboard", help="FINISHED runs -> leaderboard/results.csv -> leaderboard/README.md")
@@ -206,12 +215,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         given += ["set"] if args.overrides else []
         if given:
             raise BadInput(f"--resume continues a recorded run as it was; leave out --{given[0].replace('_', '-')}")
+        from bnnbench import distributed
         from bnnbench.runner import resume_config
 
-        where = {k: getattr(args, k) for k in ("checkpoint_dir", "wandb") if getattr(args, k, None) is not None}
-        cfg = resume_config(args.resume, args.tracking_uri, progress="none" if args.no_progress else "bar", **where)
+        where = {k: getattr(args, k) for k in ("checkpoint_dir", "wandb", "devices", "num_nodes", "strategy")
+                 if getattr(args, k, None) is not None}
+        cfg = distributed.share(resume_config(args.resume, args.tracking_uri, progress="none" if args.no_progress
+                                              else "bar", **where) if distributed.is_main() else None)
     else:
         cfg = run_config(args)
+    from bnnbench import distributed
     from bnnbench.runner import RunFailed, run
     from bnnbench.tracking import tracking_uri
 
@@ -221,6 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunFailed as failure:
         print(f"bnnbench: {failure}", file=sys.stderr)
         return 1
+    if not distributed.is_main():  # rank 0 prints the results
+        return 0
     m = result.metrics
     print(f"val/acc_best  {m['val/acc_best']:.4f}")
     if "test/acc" in m:
@@ -296,15 +311,21 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from bnnbench import distributed
     from bnnbench.suite import load_suite, run_suite
 
+    if not distributed.is_main():  # another process of multi-process runs: trains what rank 0 shares
+        _quiet_libraries()
+        distributed.follow()
+        return 0
     suite = load_suite(args.suite)
     if args.status:
         return _suite_status(suite, args)
     _quiet_libraries()
+    execution = {k: getattr(args, k) for k in ("devices", "num_nodes", "strategy") if getattr(args, k) is not None}
     counts = run_suite(suite, tracking_uri=args.tracking_uri, dry_run=args.dry_run, wandb=args.wandb,
                        echo=lambda line: print(line, flush=True), progress="none" if args.no_progress else "epochs",
-                       storage=args.storage, grace_period=args.grace_period)
+                       storage=args.storage, grace_period=args.grace_period, execution=execution)
     verb = "would run" if args.dry_run else "ran"
     print(f"suite '{suite.name}': {verb} {counts['ran']}, resumed {counts['resumed']}, skipped {counts['skipped']} "
           f"(already FINISHED or running), failed {counts['failed']}")
@@ -456,11 +477,44 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*treespec.*")
+    # Several processes: bnnbench's unsynced epoch values (val/acc_best, flip rates) are equal on all of them.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
+def _processes(args: argparse.Namespace, argv: list[str]) -> None:
+    """Several processes (`--devices`, `--num-nodes`): start this command again under torchrun, or,
+    under torchrun or srun already, open the process group (`bnnbench.distributed`)."""
+    import os
+
+    devices, nodes = getattr(args, "devices", None) or 1, getattr(args, "num_nodes", None) or 1
+    if devices * nodes == 1 and not {"WORLD_SIZE", "SLURM_NTASKS"} & set(os.environ):
+        return
+    from bnnbench import distributed
+
+    env = distributed.environment()
+    if env is None and devices * nodes > 1:
+        if nodes > 1 or os.environ.get(distributed.RELAUNCHED):
+            raise BadInput(f"--num-nodes {nodes} needs {devices} processes started on each of the {nodes} machines: "
+                           f"run the command under torchrun (--nnodes {nodes} --nproc-per-node {devices}) or srun")
+        distributed.relaunch(devices, argv)
+    if env is None:
+        return
+    if not hasattr(args, "devices"):
+        raise BadInput(f"'bnnbench {args.command}' runs in one process; {env.world_size()} were started "
+                       f"(torchrun, srun): start it as a plain command")
+    if env.world_size() != devices * nodes:
+        raise BadInput(f"{env.world_size()} processes were started, but --devices {devices} --num-nodes {nodes} make "
+                       f"{devices * nodes}; give the launcher's numbers to bnnbench too")
+    from bnnbench.runner import uses_cuda
+
+    distributed.start("nccl" if uses_cuda("auto") else "gloo")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        _processes(args, argv)
         return args.func(args)
     except BadInput as error:
         print(f"bnnbench: error: {error}", file=sys.stderr)

@@ -229,6 +229,9 @@ class RunConfig:
     tracking_uri: str | None = None  # MLflow URI; None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     checkpoint_dir: str | None = None  # None = `checkpoints/` beside a SQLite store, else ./checkpoints
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu
+    devices: PositiveInt = 1  # processes (one device each) per machine; the batch is split between all of them
+    num_nodes: PositiveInt = 1  # machines
+    strategy: str = "auto"  # Lightning strategy: auto (ddp for several processes), ddp, fsdp, ...
     progress: Progress = "bar"  # on stderr: a bar (one line per epoch when stderr is no terminal), lines, none
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (suite, tuning)
     wandb: bool = False  # also mirror the run to Weights & Biases (MLflow stays the record)
@@ -329,6 +332,9 @@ class ResolvedRun:
     tracking_uri: str | None = None
     checkpoint_dir: str | None = None
     accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     progress: Progress = "bar"
     wandb: bool = False
     tags: dict[str, str] = field(default_factory=dict)
@@ -387,5 +393,6 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         batch_size=cfg.batch_size or recipe.batch_size or dataset_cls.default_batch_size, image_size=image_size,
         precision=cfg.precision, compile=cfg.compile, seed=cfg.seed, method_config=method_config, run_name=name,
         experiment=cfg.experiment or cfg.dataset, data_dir=cfg.data_dir, tracking_uri=cfg.tracking_uri,
-        checkpoint_dir=cfg.checkpoint_dir, accelerator=cfg.accelerator, progress=cfg.progress,
+        checkpoint_dir=cfg.checkpoint_dir, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, progress=cfg.progress,
         wandb=cfg.wandb, tags=dict(cfg.tags))

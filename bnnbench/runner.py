@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 
 from bnnbench import callbacks as cb
-from bnnbench import tracking
+from bnnbench import distributed, tracking
 from bnnbench.config import ResolvedRun, RunConfig, resolve
 from bnnbench.errors import BadInput, RunFailed, Terminated
 
@@ -50,12 +50,18 @@ def build_datamodule(resolved: ResolvedRun):
                                 image_size=resolved.image_size, seed=resolved.seed, mode=resolved.mode)
 
 
+def uses_cuda(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def device_name(accelerator: str) -> str:
     import platform
 
     import torch
 
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if uses_cuda(accelerator):
         return torch.cuda.get_device_name()
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
@@ -76,7 +82,9 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
     method = build_method(resolved)
     size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
     costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing
-    warn_if_heavy(resolved, method.model, costs, datamodule.split_sizes["train"])
+    main = distributed.is_main()  # with several processes, rank 0 records; the others follow it
+    if main:
+        warn_if_heavy(resolved, method.model, costs, datamodule.split_sizes["train"])
     if resolved.compile:
         import torch
 
@@ -86,8 +94,8 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
         torch._dynamo.reset()
         method.model = torch.compile(method.model)
 
-    with tracking.RecordedRun(resolved, datamodule.extra_params(), device_name(resolved.accelerator),
-                              resume_id=resume) as record:
+    recorded = tracking.RecordedRun if main else tracking.FollowerRun
+    with recorded(resolved, datamodule.extra_params(), device_name(resolved.accelerator), resume_id=resume) as record:
         if not record.resumed:  # the MLflow dataset input: name, digest, source, split sizes (logged once)
             record.log_dataset(datamodule.describe())
         trainer, best = build_trainer(resolved, record, datamodule, costs, callbacks or [])
@@ -98,10 +106,11 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
             trainer.fit(method, datamodule=datamodule, ckpt_path=last if record.resumed and last.is_file() else None)
         if datamodule.has_test:
             trainer.test(method, datamodule=datamodule, ckpt_path=best.best_model_path, verbose=False)
-        from bnnbench import export  # the best epoch's network as evaluated (tested), as the run's MLflow model
+        if main:
+            from bnnbench import export  # the best epoch's network as evaluated (tested), as the run's MLflow model
 
-        network = export.evaluation_network(method, None if datamodule.has_test else best.best_model_path)
-        record.log_model(network, export.example_images(datamodule))
+            network = export.evaluation_network(method, None if datamodule.has_test else best.best_model_path)
+            record.log_model(network, export.example_images(datamodule))
         metrics = record.metrics()
     return RunResult(run_id=record.run_id, metrics=metrics, experiment=resolved.experiment)
 
@@ -112,17 +121,25 @@ def build_trainer(resolved: ResolvedRun, record: tracking.RecordedRun, datamodul
     # The best epoch (tested at the end) and the latest one (resumed from).
     best = pl.callbacks.ModelCheckpoint(dirpath=checkpoints, filename="best-{epoch}", monitor="val/acc",
                                         mode="max", save_top_k=1)
-    bar = resolved.progress == "bar" and sys.stderr.isatty()
-    lines = resolved.progress != "none" and not bar
+    shown = resolved.progress if distributed.is_main() else "none"
+    bar = shown == "bar" and sys.stderr.isatty()
+    lines = shown != "none" and not bar
     progress = [cb.StderrProgressBar()] if bar else [cb.EpochLines(resolved.run_name)] if lines else []
+    processes = resolved.devices * resolved.num_nodes
+    strategy = "ddp" if resolved.strategy == "auto" and processes > 1 else resolved.strategy
+    loggers = [logger for logger in (record.logger, record.mirror) if logger is not None]
     trainer = pl.Trainer(
-        max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=1, precision=resolved.precision,
+        max_epochs=resolved.epochs, accelerator=resolved.accelerator, devices=resolved.devices,
+        num_nodes=resolved.num_nodes, strategy=strategy, precision=resolved.precision,
+        # Each process takes its share of every batch itself (`data.base.ProcessShare`); BatchNorm
+        # statistics over the whole batch need CUDA (SyncBatchNorm refuses CPU modules).
+        use_distributed_sampler=False, sync_batchnorm=processes > 1 and uses_cuda(resolved.accelerator),
         callbacks=[best, cb.LatestCheckpoint(record, checkpoints), cb.RandomState(),
                    cb.Timing(record, datamodule.has_test), cb.Heartbeat(record),
                    cb.CostMetrics(costs, record),
                    cb.Artifacts(record, resolved.run_name, datamodule.has_test, datamodule.class_names),
                    *progress, *callbacks],
-        plugins=[cb.AtomicCheckpointIO()], logger=[record.logger] + ([record.mirror] if record.mirror else []),
+        plugins=[cb.AtomicCheckpointIO()], logger=loggers or False,
         num_sanity_val_steps=0, enable_progress_bar=bar, enable_model_summary=False,
         log_every_n_steps=1, default_root_dir=checkpoints)
     return trainer, best

@@ -48,13 +48,14 @@ class Suite:
     experiment: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def configs(self, tracking_uri: str | None = None, wandb: bool = False,
-                progress: str = "epochs") -> list[RunConfig]:
+    def configs(self, tracking_uri: str | None = None, wandb: bool = False, progress: str = "epochs",
+                **execution) -> list[RunConfig]:
+        """The cells' configs; `execution`: how they run (devices, num_nodes, strategy), not what trains."""
         return [RunConfig(method=m, dataset=d, arch=self.arch, mode=self.mode, epochs=self.epochs,
                           batch_size=self.batch_size, image_size=self.image_size, seed=s, data_dir=self.data_dir,
                           tracking_uri=tracking_uri, experiment=self.experiment,
                           method_overrides=dict(self.overrides.get(m, {})), tags={"suite": self.name}, wandb=wandb,
-                          progress=progress)
+                          progress=progress, **execution)
                 for d in self.datasets for m in self.methods for s in self.seeds]
 
 
@@ -127,19 +128,19 @@ def check_data(resolved: list) -> None:
 
 def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = False, wandb: bool = False,
               echo=print, progress: str = "epochs", storage: str | None = None,
-              grace_period: int | None = None) -> dict[str, int]:
+              grace_period: int | None = None, execution: dict | None = None) -> dict[str, int]:
     """Run every cell not yet FINISHED; returns counts of ran / resumed / skipped / failed cells.
 
     With `storage` (an Optuna RDB URL) the cells are shared by every process running the same suite on
     that storage (`SharedSuite`): this process trains the cells it takes and returns once no cell is
     waiting or running anywhere.
     """
-    from bnnbench import tracking
+    from bnnbench import distributed, tracking
     from bnnbench.config import resolve
 
     if storage and dry_run:
         raise BadInput("--dry-run shows one process's plan; with --storage, --status shows every cell's state")
-    configs = suite.configs(tracking_uri, wandb, progress)
+    configs = suite.configs(tracking_uri, wandb, progress, **(execution or {}))
     resolved = [resolve(cfg) for cfg in configs]  # every bad name, key or value is found before any run
     tracking.check_store(tracking_uri)
     if wandb:
@@ -161,10 +162,11 @@ def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = Fal
     if shared is None:
         for index in range(len(configs)):
             cell(index)
-        return counts
-    while (index := shared.take(echo)) is not None:
-        with shared.holding():
-            shared.finish(cell(index))
+    else:
+        while (index := shared.take(echo)) is not None:
+            with shared.holding():
+                shared.finish(cell(index))
+    distributed.share(None)  # the other processes of multi-process runs: no more runs
     return counts
 
 
@@ -186,7 +188,7 @@ def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: flo
     `takeover`: this process holds the cell's trial of a shared suite, so a RUNNING run of the cell is a
     dead worker's (Optuna's heartbeat said so), whatever its own heartbeat tag still says.
     """
-    from bnnbench import runner
+    from bnnbench import distributed, runner
 
     state, run = cell_state(res.tracking_uri, res)
     run_id = run["run_id"] if run else None
@@ -201,13 +203,13 @@ def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: flo
     if dry_run:
         echo(f"{label}: would {'resume run ' + run_id if run_id else 'run'} {res.epochs} epochs")
         return CellOutcome("resumed" if run_id else "ran")
+    if run_id:
+        echo(f"{label}: resuming interrupted run {run_id}")
+        execution = {k: getattr(cfg, k) for k in ("progress", "wandb", "devices", "num_nodes", "strategy")}
+        cfg = runner.resume_config(run_id, res.tracking_uri, owner_known_gone=takeover, **execution)
+    distributed.share((cfg, run_id))  # what the other processes of a multi-process run train with rank 0
     try:
-        if run_id:
-            echo(f"{label}: resuming interrupted run {run_id}")
-            result = runner.run(runner.resume_config(run_id, res.tracking_uri, progress=cfg.progress, wandb=cfg.wandb,
-                                                     owner_known_gone=takeover), resume=run_id)
-        else:
-            result = runner.run(cfg)
+        result = runner.run(cfg, resume=run_id)
     except runner.RunFailed as failure:
         echo(f"{label}: {failure}")
         return CellOutcome("failed", failure.run_id, reason=failure.reason)

@@ -330,12 +330,16 @@ class RecordedRun:
         else:
             tags = {**provenance_tags(self.device), CONFIG_ID_TAG: r.config_id, CODE_ID_TAG: code_id(),
                     CHECKPOINT_TAG: str(checkpoint_root(self.uri, r.checkpoint_dir)), **owner_tags(), **r.tags}
+            tags["bnnbench.processes"] = str(r.devices * r.num_nodes)
             run = _client(self.uri).create_run(experiment_id(self.uri, r.experiment), run_name=r.run_name, tags=tags)
             self.run_id = run.info.run_id
             log_params(self.uri, self.run_id, {**r.params(), **self.extra_params})
             import yaml
 
             _client(self.uri).log_text(self.run_id, yaml.safe_dump(r.recipe(), sort_keys=False), "config.yaml")
+        from bnnbench import distributed
+
+        distributed.share(self.run_id)  # the other processes of a multi-process run (`FollowerRun`)
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
@@ -378,6 +382,9 @@ class RecordedRun:
                 end_run(self.uri, self.run_id, status, reason)
             if self.mirror is not None:
                 self.mirror.experiment.finish(exit_code=0 if status == "FINISHED" else 1)
+
+    def heartbeat(self) -> None:
+        heartbeat(self.uri, self.run_id)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         log_run_metrics(self.uri, self.run_id, metrics, step=step)
@@ -432,6 +439,41 @@ class RecordedRun:
                 client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
             raise
         return logged.model_id
+
+
+class FollowerRun:
+    """The recorded run as the other processes of a multi-process run see it: the run id rank 0's
+    `RecordedRun` shares (`distributed.share`), hence the same checkpoint folder, and no MLflow at all.
+    The callbacks write through it as through a `RecordedRun`; here that writes nothing."""
+
+    logger = mirror = None
+    resumed = RecordedRun.resumed
+    checkpoint_dir = RecordedRun.checkpoint_dir
+
+    def __init__(self, resolved, extra_params: dict[str, Any], device: str, resume_id: str | None = None):
+        self.resolved, self.resume_id = resolved, resume_id
+        self.uri = tracking_uri(resolved.tracking_uri)
+        self.run_id = ""
+
+    def __enter__(self) -> FollowerRun:
+        from bnnbench import distributed
+
+        self.run_id = distributed.share()
+        return self
+
+    def __exit__(self, exc_type, error, traceback) -> bool:
+        return False
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return []
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def heartbeat(self, *args, **kwargs) -> None:
+        pass
+
+    log_metrics = log_text = log_figure = log_dataset = log_model = heartbeat
 
 
 @contextlib.contextmanager

@@ -132,6 +132,38 @@ class EpochShuffledBatches(BatchSampler):
         self.generator.manual_seed(self.seed * 100_003 + epoch)
 
 
+class ProcessShare:
+    """One process's share of every batch: images rank, rank + world, … of it.
+
+    With several processes (`--devices`, `--num-nodes`) the batch size stays the images of one
+    optimizer step: each process takes every world-th image of each batch, DDP averages the gradients,
+    so a step sees the same batch as on one device (BatchNorm statistics are per process unless
+    Lightning's `sync_batchnorm` is on, which it is on GPUs). Evaluation batches are split the same
+    way without padding, so every image of a split is evaluated exactly once; a process whose share of
+    a last batch is empty skips it. A last training batch smaller than the number of processes is
+    dropped (all processes must step together). Replaces Lightning's `DistributedSampler`, which
+    would give whole batches to processes (a larger effective batch) and pad evaluation splits with
+    repeated images.
+    """
+
+    def __init__(self, batches, rank: int, world: int, training: bool):
+        self.batches, self.rank, self.world, self.training = batches, rank, world, training
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        images, size = len(self.batches.sampler), self.batches.batch_size
+        return len(self.batches) - (self.training and 0 < images % size < self.world)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if self.training and len(batch) < self.world:
+                continue
+            yield batch[self.rank::self.world]
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Base for a registered dataset: subclasses set the class attributes and implement `load_splits`."""
 
@@ -228,6 +260,8 @@ class TensorDataModule(pl.LightningDataModule):
             batches = EpochShuffledBatches(dataset, self.batch_size, self.seed)
         else:
             batches = BatchSampler(SequentialSampler(dataset), self.batch_size, drop_last=False)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            batches = ProcessShare(batches, self.trainer.global_rank, self.trainer.world_size, training=shuffle)
         return DataLoader(dataset, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:

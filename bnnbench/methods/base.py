@@ -293,16 +293,20 @@ class BinaryMethod(pl.LightningModule):
             raise NonFiniteLossError(f"train/loss is {loss.item()} at epoch {self.current_epoch}, "
                                      f"step {self.global_step}")
         self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def _eval_step(self, batch, split: str, accuracy: MulticlassAccuracy):
+        """Accuracy and confusion are torchmetrics states, summed over processes when computed; the loss
+        is averaged over them (`sync_dist`): with several processes every number is the whole split's."""
         x, y = batch
+        if not len(y):  # this process's share of a last batch smaller than the number of processes
+            return
         logits = self(x)
         accuracy(logits, y)
         self.confusion.update(logits, y)
-        self.log(f"{split}/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=split == "val")
+        self.log(f"{split}/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=split == "val", sync_dist=True)
         self.log(f"{split}/acc", accuracy, on_epoch=True, prog_bar=split == "val")
 
     def validation_step(self, batch, batch_idx):
