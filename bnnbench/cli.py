@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", action="store_true", default=None, help="also mirror every trial to Weights & Biases")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch lines on stderr (one line per trial stays)")
     _add_grace_argument(p, "a trial")
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_tune)
 
     p = commands.add_parser("cost", help="MACs, BOPs, OPs, parameters and size of a run's network (no data)")
@@ -262,6 +263,12 @@ def _study_recipe(args: argparse.Namespace) -> dict:
 def cmd_tune(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from bnnbench import distributed
+
+    if not distributed.is_main():  # another process of multi-process trials: trains what rank 0 shares
+        _quiet_libraries()
+        distributed.follow()
+        return 0
     cfg = run_config(args)
     cfg = dataclasses.replace(cfg, progress="none" if args.no_progress else "epochs")  # lines, not bars
     import optuna
@@ -496,6 +503,7 @@ def _processes(args: argparse.Namespace, argv: list[str]) -> None:
         if nodes > 1 or os.environ.get(distributed.RELAUNCHED):
             raise BadInput(f"--num-nodes {nodes} needs {devices} processes started on each of the {nodes} machines: "
                            f"run the command under torchrun (--nnodes {nodes} --nproc-per-node {devices}) or srun")
+        _check_before_launch(args)
         distributed.relaunch(devices, argv)
     if env is None:
         return
@@ -508,6 +516,22 @@ def _processes(args: argparse.Namespace, argv: list[str]) -> None:
     from bnnbench.runner import uses_cuda
 
     distributed.start("nccl" if uses_cuda("auto") else "gloo")
+
+
+def _check_before_launch(args: argparse.Namespace) -> None:
+    """What one process finds wrong in a command (names, keys, values, the store) is one line here, not
+    once per process under torchrun; data files are found by each process later."""
+    from bnnbench import tracking
+    from bnnbench.config import resolve
+
+    if args.command == "bench":
+        from bnnbench.suite import load_suite
+
+        for cfg in load_suite(args.suite).configs(args.tracking_uri):
+            resolve(cfg)
+    elif not getattr(args, "resume", None):
+        resolve(run_config(args))
+    tracking.check_store(args.tracking_uri)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,13 +75,16 @@ def share(value=None):
 
 
 def follow() -> None:
-    """Another process than rank 0 of a suite: train each (config, resume id) rank 0 shares before it
-    trains it, until it shares None. A failed run fails on rank 0 too, which goes on to the next."""
+    """Another process than rank 0 of a suite or a study: train each (config, resume id, callbacks)
+    that rank 0 shares before it trains it, until it shares None. A run that fails or is pruned stops
+    on rank 0 too, which goes on to the next."""
+    import optuna
+
     from bnnbench import runner
 
     while (order := share()) is not None:
-        cfg, resume = order
+        cfg, resume, callbacks = order
         try:
-            runner.run(cfg, resume=resume)
-        except runner.RunFailed:
+            runner.run(cfg, callbacks=callbacks, resume=resume)
+        except (runner.RunFailed, optuna.TrialPruned):
             pass

@@ -207,7 +207,7 @@ def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: flo
         echo(f"{label}: resuming interrupted run {run_id}")
         execution = {k: getattr(cfg, k) for k in ("progress", "wandb", "devices", "num_nodes", "strategy")}
         cfg = runner.resume_config(run_id, res.tracking_uri, owner_known_gone=takeover, **execution)
-    distributed.share((cfg, run_id))  # what the other processes of a multi-process run train with rank 0
+    distributed.share((cfg, run_id, []))  # what the other processes of a multi-process run train with rank 0
     try:
         result = runner.run(cfg, resume=run_id)
     except runner.RunFailed as failure:

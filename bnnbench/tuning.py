@@ -45,8 +45,9 @@ from typing import Any
 import lightning.pytorch as pl
 import optuna
 from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
 
-from bnnbench import runner, tracking
+from bnnbench import distributed, runner, tracking
 from bnnbench.config import ResolvedRun, RunConfig, resolve
 from bnnbench.errors import BadInput, Terminated
 from bnnbench.registry import unknown_choice
@@ -340,6 +341,7 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
             tracking.end_run(cfg.tracking_uri, parent, "FAILED", f"{type(error).__name__}: {error}")
         raise
 
+    distributed.share(None)  # the other processes of multi-process trials: no more trials
     best = _best_trial(study)
     summary = {"study/trials_complete": result.states["COMPLETE"], "study/trials_pruned": result.states["PRUNED"],
                "study/trials_failed": result.states["FAIL"], "study/trial_epochs": result.trial_epochs,
@@ -357,16 +359,14 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
 
 def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name: str):
     """Train one trial; returns (the finished FrozenTrial, a note for the progress line)."""
-    from optuna_integration import PyTorchLightningPruningCallback
-
     overrides = {**base.method_overrides, **space(trial)}
     tags = {**base.tags, tracking.PARENT_TAG: parent, "tuning.role": "trial", "tuning.study": name,
             "tuning.trial": str(trial.number)}
     cfg = dataclasses.replace(base, method_overrides=overrides, tags=tags, run_name=f"{name}-t{trial.number}")
     trial.set_user_attr(CONFIG_ATTR, trial_recipe(resolve(cfg)))
     try:
-        result = runner.run(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=PRUNE_MONITOR),
-                                            _TrialRunId(trial)])
+        distributed.share((cfg, None, [SharedPruning(None)]))  # the other processes of a multi-process trial
+        result = runner.run(cfg, callbacks=[SharedPruning(trial), _TrialRunId(trial)])
     except runner.RunFailed as failure:
         trial.set_user_attr(RUN_ID_ATTR, failure.run_id)
         if isinstance(failure.__cause__, optuna.TrialPruned):
@@ -386,6 +386,32 @@ def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name
         return study.tell(trial, state=TrialState.FAIL), f"{OBJECTIVE} is {value}"
     tracking.set_tags(base.tracking_uri, result.run_id, {"tuning.state": "COMPLETE"})
     return study.tell(trial, value), None
+
+
+class SharedPruning(PyTorchLightningPruningCallback):
+    """optuna-integration's `PyTorchLightningPruningCallback`, also for a trial trained by several
+    processes: rank 0 (which holds the trial) reports and asks the pruner as in one process, and the
+    others (`trial=None`) learn its decision through Lightning's `strategy.broadcast`, so all of them
+    stop with `TrialPruned` together. (The library's own multi-process path expects every process to
+    hold the trial, as with `ddp_spawn`, and a `check_pruned()` call after `fit`.)"""
+
+    def __init__(self, trial):
+        super().__init__(trial, monitor=PRUNE_MONITOR)
+
+    def on_fit_start(self, trainer, module):
+        pass  # the one-process path of the library, on rank 0 only (below)
+
+    def on_validation_end(self, trainer, module):
+        pruned = None
+        if trainer.is_global_zero:
+            try:
+                super().on_validation_end(trainer, module)
+            except optuna.TrialPruned as stop:
+                pruned = str(stop)
+        if trainer.world_size > 1:
+            pruned = trainer.strategy.broadcast(pruned)
+        if pruned:
+            raise optuna.TrialPruned(pruned)
 
 
 class _TrialRunId(pl.Callback):

@@ -85,3 +85,25 @@ def test_several_machines_need_a_launcher(capsys):
     assert main([*RUN, "--num-nodes", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run the command under torchrun (--nnodes 2 --nproc-per-node 1) or srun" in err
+
+
+@pytest.mark.slow
+def test_a_study_on_two_processes_trains_each_trial_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run([sys.executable, "-m", "bnnbench", "tune", "--method", "fp", "--dataset", "fake",
+                             "--epochs", "2", "--trials", "2", "--pruner", "none", "--tracking-uri", uri,
+                             "--devices", "2", "--no-progress"], cwd=tmp_path, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("this run: 2 complete, 0 pruned, 0 failed") == 1
+    trials = [r for r in all_runs(uri) if r.data.tags.get("tuning.role") == "trial"]
+    assert sorted(r.data.tags["tuning.trial"] for r in trials) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["bnnbench.processes"] == "2" for r in trials)
+
+
+def test_bad_input_with_several_devices_is_one_line_before_any_process_starts(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bnnbench", *RUN, "--devices", "2", "--set", "lr=-1",
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "lr" in result.stderr, result.stderr
+    assert "torch.distributed" not in result.stderr and not (tmp_path / "mlflow.db").exists()
