@@ -391,11 +391,15 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bnnbench.speed import bench_step, report
+    from bnnbench.speed import bench_step, noise_warnings, report
 
-    rows = report(bench_step(methods, args.dataset, args.arch, args.batch_size, args.image_size, args.steps,
-                             compile=args.compile, channels_last=args.channels_last, precision=args.precision,
-                             device=args.device))
+    _quiet_libraries()
+    timings = bench_step(methods, args.dataset, args.arch, args.batch_size, args.image_size, args.steps,
+                         compile=args.compile, channels_last=args.channels_last, precision=args.precision,
+                         device=args.device)
+    for line in noise_warnings(timings):
+        print(f"bnnbench: warning: {line}", file=sys.stderr)
+    rows = report(timings)
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -2,11 +2,20 @@
 
 Binarizing weights is elementwise work, tiny next to the convolutions, so the physical limit of a
 binary training step is the full-precision step; this measures how close each method gets. Each
-method is built exactly as `bnnbench run` builds it (`runner.resolve` + `runner.build_method`), fed
-synthetic tensors of the dataset's shape (no data files), and stepped with its own optimizer and its
-`after_optimizer_step` hook. Methods are timed round-robin, one step each in turn, so drift of the
-machine (thermal, other processes) hits every method alike; warm-up steps are excluded, and the
-median, min and max of the timed steps are reported with the ratio of medians to `fp`.
+method is built exactly as `bnnbench run` builds it (`runner.resolve` + `runner.build_method`) and
+stepped by Lightning's own training loop (`Trainer.fit` on synthetic tensors of the dataset's shape, no
+data files, no logger, no validation), so every hook a real run calls runs in the same order: the
+method's `on_train_batch_start` (mirror descent's β, Bop's and XNOR-Net's updates), `training_step`
+with its logging, `on_before_optimizer_step` (BNEW's proximal step), the optimizer,
+`on_train_batch_end` (`after_optimizer_step`: clipping). A step's time runs from the start of one
+batch to the start of the next (`StepTimes`), so it includes the module's `on_train_batch_end`, which
+Lightning calls after the callbacks'. Epoch hooks (sign snapshots, schedules) run once per epoch in a
+run, so they are outside the timed steps.
+
+The methods are timed in rounds, a few steps of each in turn, so drift of the machine (thermal, other
+processes) hits every method alike; warm-up steps (with `--compile`, the compilation) are excluded, and
+the median, min and max of the timed steps are reported with the ratio of medians to `fp`.
+`noise_warnings` says when the spread of the timings is larger than the differences they report.
 
 Memory: on CUDA the peak allocated memory of a step (`torch.cuda.max_memory_allocated`); on the CPU
 the bytes autograd saves for the backward pass of one step (a `saved_tensors_hooks` tally), which is
@@ -17,8 +26,10 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 
+import lightning.pytorch as pl
 import torch
 
 from bnnbench.config import RunConfig
@@ -37,8 +48,50 @@ class StepTiming:
         return statistics.median(self.times_ms)
 
 
-class _Stepper:
-    """One method's model, optimizer and synthetic batch; `step()` runs one training step."""
+class StepTimes(pl.Callback):
+    """Seconds from the start of each training batch to the start of the next (CUDA synchronised); with
+    `count_saved`, the bytes autograd saves for backward in the first step."""
+
+    def __init__(self, device: torch.device, count_saved: bool = False):
+        self.device, self.count_saved = device, count_saved
+        self.starts: list[float] = []
+        self.saved_bytes = 0
+        self._hooks = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.starts.append(time.perf_counter())
+        if self._hooks is not None:  # the first step is over
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None
+        elif self.count_saved and len(self.starts) == 1:
+            def pack(tensor):
+                self.saved_bytes += tensor.numel() * tensor.element_size()
+                return tensor
+
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+            self._hooks.__enter__()
+
+    def intervals_ms(self) -> list[float]:
+        return [(b - a) * 1000 for a, b in zip(self.starts, self.starts[1:])]
+
+
+class _Synthetic(torch.utils.data.Dataset):
+    """The same random batch `batches` times: one epoch (a batch is a tensor pair already: no collation)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: int):
+        self.x, self.y, self.batches = x, y, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int):
+        return self.x, self.y
+
+
+class _Method:
+    """One method's LightningModule and synthetic batch; `fit(n)` runs n training steps through Lightning."""
 
     def __init__(self, method: str, dataset: str, arch: str | None, batch_size: int, image_size: int | None,
                  device: torch.device, channels_last: bool, precision: str, compile: bool):
@@ -47,87 +100,88 @@ class _Stepper:
         resolved = resolve(RunConfig(method=method, dataset=dataset, arch=arch, image_size=image_size,
                                      batch_size=batch_size))
         torch.manual_seed(0)
-        self.name = method
-        self.module = build_method(resolved).to(device)
-        optimizers = self.module.configure_optimizers()
-        self.optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
+        self.name, self.device, self.precision = method, device, precision
+        self.module = build_method(resolved)
         d = resolved.dataset_cls
-        self.x = torch.randn(batch_size, d.in_channels, resolved.image_size, resolved.image_size, device=device)
-        self.y = torch.randint(0, d.num_classes, (batch_size,), device=device)
+        self.x = torch.randn(batch_size, d.in_channels, resolved.image_size, resolved.image_size)
+        self.y = torch.randint(0, d.num_classes, (batch_size,))
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.module.train()
-        self.forward = torch.compile(self.module.model) if compile else self.module.model
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-        self.device = device
+        if compile:
+            self.module.model = torch.compile(self.module.model)
 
-    def step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            loss = self.module.loss(self.forward(self.x), self.y)
-        loss.backward()
-        self.optimizer.step()
-        self.module.after_optimizer_step()
-
-    def saved_bytes(self) -> int:
-        total = 0
-
-        def pack(tensor):
-            nonlocal total
-            total += tensor.numel() * tensor.element_size()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            self.step()
-        return total
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def fit(self, steps: int, count_saved: bool = False) -> StepTimes:
+        """`steps` timed steps, as one epoch of `steps + 1` batches: the start of the last one ends the
+        last timed step, and the epoch's hooks run before the first and after the last (untimed)."""
+        times = StepTimes(self.device, count_saved)
+        trainer = pl.Trainer(accelerator=self.device.type, devices=1, precision=self.precision, max_epochs=1,
+                             limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[times])
+        loader = torch.utils.data.DataLoader(_Synthetic(self.x, self.y, steps + 1), batch_size=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no validation", "few workers"
+            trainer.fit(self.module, train_dataloaders=loader)
+        return times
 
 
 def bench_step(methods: list[str], dataset: str = "cifar10", arch: str | None = None, batch_size: int = 128,
                image_size: int | None = None, steps: int = 10, warmup: int = 2, compile: bool = False,
-               channels_last: bool = False, precision: str = "32", device: str = "cpu") -> list[StepTiming]:
-    """Time `steps` training steps of each method (after `warmup`), interleaved round-robin."""
+               channels_last: bool = False, precision: str = "32", device: str = "cpu",
+               rounds: int = 5) -> list[StepTiming]:
+    """Time `steps` training steps of each method (after `warmup`), in up to `rounds` rounds."""
     if device == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device is available here; valid here: cpu")
     if precision == "bf16-mixed" and device == "cpu":
         raise BadInput("--precision bf16-mixed is for --device cuda; on the CPU use 32")
     dev = torch.device(device)
+    precision = "bf16-mixed" if precision == "bf16-mixed" else "32-true"
     if compile:  # all methods stay compiled side by side; past Dynamo's limit (8 per code) they'd run eager
         torch._dynamo.reset()
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(methods))
-    steppers, timings = [], []
+    built, timings = [], []
     for method in methods:
-        stepper = _Stepper(method, dataset, arch, batch_size, image_size, dev, channels_last, precision, compile)
+        entry = _Method(method, dataset, arch, batch_size, image_size, dev, channels_last, precision, compile)
         timing = StepTiming(method)
         started = time.perf_counter()
-        for _ in range(warmup):  # the first compiled step includes compilation
-            stepper.step()
-        stepper.sync()
+        if warmup:
+            entry.fit(warmup)  # the first compiled step includes compilation
         timing.compile_s = time.perf_counter() - started if compile else 0.0
-        steppers.append(stepper)
+        built.append(entry)
         timings.append(timing)
-    for _ in range(steps):
-        for stepper, timing in zip(steppers, timings, strict=True):
-            stepper.sync()
-            started = time.perf_counter()
-            stepper.step()
-            stepper.sync()
-            timing.times_ms.append((time.perf_counter() - started) * 1000)
+    rounds = max(1, min(rounds, steps))
+    for r in range(rounds):
+        chunk = steps // rounds + (r < steps % rounds)
+        for entry, timing in zip(built, timings, strict=True):
+            timing.times_ms += entry.fit(chunk).intervals_ms()
     # Memory after the timing: a step under saved-tensor hooks makes Dynamo compile another graph,
     # and the compiled models then ran ~30 % slower (measured on resnet20).
-    for stepper, timing in zip(steppers, timings, strict=True):
+    for entry, timing in zip(built, timings, strict=True):
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-            stepper.step()
-            stepper.sync()
+            entry.fit(1)
             timing.memory_mib = torch.cuda.max_memory_allocated(dev) / 2**20
         else:
-            timing.memory_mib = stepper.saved_bytes() / 2**20
+            timing.memory_mib = entry.fit(1, count_saved=True).saved_bytes / 2**20
     return timings
+
+
+def noise_warnings(timings: list[StepTiming]) -> list[str]:
+    """One line per method whose timings (or fp's) spread wider than its difference from fp: then the
+    ratio says less than it seems to."""
+    reference = next((t for t in timings if t.method == "fp"), None)
+    if reference is None:
+        return []
+    lines = []
+    for t in timings:
+        if t is reference:
+            continue
+        difference = abs(t.median_ms - reference.median_ms)
+        spread = max(max(t.times_ms) - min(t.times_ms), max(reference.times_ms) - min(reference.times_ms))
+        if spread > difference:
+            lines.append(f"{t.method}: the timings spread over {spread:.1f} ms (min to max, it or fp), more than its "
+                         f"{difference:.1f} ms difference from fp: more --steps or a quieter machine")
+    return lines
 
 
 def report(timings: list[StepTiming]) -> list[dict]:
