@@ -209,6 +209,8 @@ def run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bnnbench import distributed
+
     if args.resume:
         from bnnbench.config import RECIPE_KEYS
 
@@ -216,7 +218,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         given += ["set"] if args.overrides else []
         if given:
             raise BadInput(f"--resume continues a recorded run as it was; leave out --{given[0].replace('_', '-')}")
-        from bnnbench import distributed
         from bnnbench.runner import resume_config
 
         where = {k: getattr(args, k) for k in ("checkpoint_dir", "wandb", "devices", "num_nodes", "strategy")
@@ -225,7 +226,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                                               else "bar", **where) if distributed.is_main() else None)
     else:
         cfg = run_config(args)
-    from bnnbench import distributed
     from bnnbench.runner import RunFailed, run
     from bnnbench.tracking import tracking_uri
 

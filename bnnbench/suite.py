@@ -179,7 +179,7 @@ class CellOutcome:
     kind: str  # ran | resumed | skipped | failed
     run_id: str | None = None
     value: float | None = None  # val/acc_best of the cell's FINISHED run
-    reason: str | None = None  # why it failed, or why it was left to another process
+    reason: str | None = None  # why it failed
 
 
 def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: float, takeover: bool) -> CellOutcome:
@@ -199,7 +199,7 @@ def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: flo
         return CellOutcome("skipped", run_id, run["metrics"].get("val/acc_best"))
     if state == "running":
         echo(f"{label}: skipped, RUNNING (owner alive) run {run_id}")
-        return CellOutcome("skipped", run_id, reason=f"run {run_id} is RUNNING in another process")
+        return CellOutcome("skipped", run_id)
     if dry_run:
         echo(f"{label}: would {'resume run ' + run_id if run_id else 'run'} {res.epochs} epochs")
         return CellOutcome("resumed" if run_id else "ran")
