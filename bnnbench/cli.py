@@ -553,3 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"; run {run_id} is KILLED in MLflow, 'bnnbench run --resume {run_id}' continues it" if run_id else ""
         print(f"bnnbench: {what}{where}", file=sys.stderr)
         return code
+    finally:
+        from bnnbench import distributed
+
+        distributed.stop()

@@ -63,6 +63,20 @@ def start(backend: str) -> None:
     _objects = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
 
 
+def stop() -> None:
+    """Close the process group at the end of a command. A process that exits with it open may abort in the
+    communication library's destructors ("terminate called without an active exception", SIGABRT) after
+    all its work is done, which the launcher reports as a failed command."""
+    global _objects
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _objects = None
+
+
 def share(value=None):
     """Rank 0's `value`, on every process of the run (`value` itself with one process)."""
     import torch.distributed as dist
