@@ -346,10 +346,20 @@ def _suite_status(suite, args: argparse.Namespace) -> int:
     from collections import Counter
 
     from bnnbench.config import resolve
-    from bnnbench.suite import SharedSuite
+    from bnnbench.suite import SharedSuite, SuiteTuning
 
-    shared = SharedSuite(suite, [resolve(cfg) for cfg in suite.configs(args.tracking_uri)], args.storage,
-                         must_exist=True)
+    configs = suite.configs(args.tracking_uri)
+    if suite.tune:  # a tuned suite: its studies first; its cells exist once every study has its trials
+        tuning = SuiteTuning(suite, args.tracking_uri, "none", {}, args.storage, None)
+        tuning.open(create=False)
+        for line in tuning.status():
+            print(line)
+        if not tuning.finished():
+            print(f"suite '{suite.name}': the cells (each study's best, with each seed) are queued once every study "
+                  f"has its {suite.tune.trials} trials")
+            return 0
+        configs = tuning.tuned(configs)[0]
+    shared = SharedSuite(suite, [resolve(cfg) for cfg in configs], args.storage, must_exist=True)
     shared.join(create=False)
     rows = shared.status()
     width = max(len(row["label"]) for row in rows)

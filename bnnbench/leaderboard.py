@@ -41,7 +41,7 @@ import pandas as pd
 
 from bnnbench.errors import BadInput
 from bnnbench.identity import config_id
-from bnnbench.tracking import CODE_ID_TAG
+from bnnbench.tracking import CODE_ID_TAG, TUNED_TAG
 
 RUN_KEYS = ("method", "dataset", "arch", "mode", "seed", "epochs", "batch_size", "image_size")
 METRICS = ("test/acc", "val/acc_best", "cost/ops", "cost/fp_macs", "cost/bwn_macs", "cost/bops", "cost/params_binary",
@@ -51,7 +51,7 @@ PROVENANCE = ("git_commit", "git_dirty", "version.bnnbench", "version.torch", "v
 REQUIRED_TAGS = ("git_commit", "git_dirty", "device", "version.bnnbench")
 COLUMNS = ("run_id", "experiment", "run_name", "start_time", "dataset", "arch", "mode", "method", "config_id",
            "code_id", "seed", "epochs", "batch_size", "image_size", "acc", "acc_metric", *METRICS, *PROVENANCE,
-           "config")
+           "config", "tuning")
 PUBLISHED_COLUMNS = ("source", "dataset", "arch", "method", "label", "metric", "value", "std", "n", "epochs", "match",
                      "setting")
 METRIC_NAMES = {"test/acc": "test accuracy", "val/acc_best": "best validation accuracy"}
@@ -102,9 +102,19 @@ def rows_from_runs(runs: list[dict]) -> tuple[pd.DataFrame, Counter]:
                        start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ"), acc=_cell(test if test is not None else val),
                        acc_metric="test/acc" if test is not None else "val/acc_best",
                        config_id=config_id(params), code_id=tags.get(CODE_ID_TAG, ""),
-                       config=json.dumps(config, sort_keys=True))
+                       config=json.dumps(config, sort_keys=True), tuning=_tuning(tags))
             rows.append(row)
     return _ordered(pd.DataFrame(rows, columns=list(COLUMNS), dtype=str)), skipped
+
+
+def _tuning(tags: dict) -> str:
+    """The `tuning` cell: a tuned suite's JSON (`tracking.TUNED_TAG`: study, trial, budget, tuned values), the
+    study and trial of a `run --from-study` run, or empty for a run of the defaults."""
+    if tags.get(TUNED_TAG):
+        return tags[TUNED_TAG]
+    if tags.get("tuning.from_study"):
+        return json.dumps({"study": tags["tuning.from_study"], "trial": int(tags.get("tuning.from_trial") or -1)})
+    return ""
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
@@ -238,6 +248,7 @@ def _groups(runs: pd.DataFrame) -> tuple[list[dict], int, int]:
         groups.append({**dict(zip(keys, key, strict=True)), "accs": accs, "n": len(accs), "mean": sum(accs) / len(accs),
                        "std": pd.Series(accs).std(ddof=1) if len(accs) > 1 else math.nan,
                        "config": json.loads(frame["config"].iloc[0] or "{}"),
+                       "tuning": json.loads(frame["tuning"].iloc[0]) if frame["tuning"].iloc[0] else None,
                        "run": {k: frame[k].iloc[0] for k in ("epochs", "batch_size", "image_size")},
                        "commits": commits, "dirty": (frame["git_dirty"] != "false").any(), **mean_of})
     ordered = sorted(groups, key=lambda g: (-g["mean"], g["method"], g["arch"], g["mode"], g["config_id"]))
@@ -357,20 +368,22 @@ def _markdown_table(header: list[str], rows: list[list[str]], keep: tuple[str, .
 def _table(dataset: str, groups: list[dict], published: pd.DataFrame, ids: dict[int, str]) -> list[str]:
     metrics = sorted({g["acc_metric"] for g in groups})
     what = METRIC_NAMES[metrics[0]] if len(metrics) == 1 else "accuracy"
-    header = ["#", "method", "regime", "arch", "mode", "config", f"{what} % mean ± std (n)", "vs best"]
+    header = ["#", "method", "regime", "arch", "mode", "config", "tuning", "tuned hyperparameters",
+              f"{what} % mean ± std (n)", "vs best", "gain (pp)"]
     header += ["metric"] if len(metrics) > 1 else []
     header += ["published [ref]", "ours − published (pp)", "OPs / image", "binary params", "real params",
                "size (KiB)", "epochs", "s / epoch", "commit"]
     best_of, notes, rows = {}, {}, []
-    for g in groups:  # sorted best first: the first group of each mode (and metric) is its best
-        best_of.setdefault((g["mode"], g["acc_metric"]), g)
+    tuned_any = any(g["tuning"] for g in groups)
+    for g in groups:  # sorted best first: the first group of each kind is its best; tuned against tuned
+        best_of.setdefault(_kind(g), g)
 
     def note(text: str) -> str:
         notes.setdefault(text, len(notes) + 1)
         return SUPERSCRIPTS[notes[text]]
 
     for rank, g in enumerate(groups, 1):
-        best = best_of[g["mode"], g["acc_metric"]]
+        best = best_of[_kind(g)]
         if g is best:
             versus = "**best**"
         else:
@@ -393,7 +406,9 @@ def _table(dataset: str, groups: list[dict], published: pd.DataFrame, ids: dict[
         commit = ", ".join(f"`{c}`" for c in g["commits"][:2]) + (f" +{len(g['commits']) - 2}"
                                                                   if len(g["commits"]) > 2 else "")
         commit += "\\*" if g["dirty"] else ""
-        cells = [str(rank), g["method"], g["regime"], g["arch"], g["mode"], g["label"], _accuracy_text(g), versus]
+        cells = [str(rank), g["method"], g["regime"], g["arch"], g["mode"], g["label"],
+                 tuning_label(g["tuning"]) if tuned_any else "", _tuned_values(g["tuning"]), _accuracy_text(g), versus,
+                 _gain(g, groups)]
         cells += [g["acc_metric"]] if len(metrics) > 1 else []
         cells += [reference, difference, _count(g["cost/ops"]), _fixed(g["cost/params_binary"], ",.0f"),
                   _fixed(g["cost/params_real"], ",.0f"), _fixed(g["cost/size_kib"], ",.1f"), g["run"]["epochs"],
@@ -404,6 +419,58 @@ def _table(dataset: str, groups: list[dict], published: pd.DataFrame, ids: dict[
         footer.append("\\* after a commit: at least one run of the group had uncommitted changes (`git_dirty` not "
                       "false).")
     return _markdown_table(header, rows) + ([""] + ["  \n".join(footer)] if footer else [])
+
+
+def _kind(group: dict) -> tuple:
+    """Groups compete with their kind: same mode and accuracy metric, tuned with tuned, defaults with defaults."""
+    return group["mode"], group["acc_metric"], bool(group["tuning"])
+
+
+def budget_text(tuning: dict) -> str:
+    return f"{tuning['trials']} trials × {tuning['epochs']} epochs, {tuning['pruner']}"
+
+
+def tuning_label(tuning: dict | None) -> str:
+    """ "defaults", "tuned (8 trials × 2 epochs, median)" for a tuned suite's group, "tuned (study S, trial T)"
+    for `run --from-study` runs (their study's budget is not recorded)."""
+    if not tuning:
+        return "defaults"
+    if "trials" in tuning:
+        return f"tuned ({budget_text(tuning)})"
+    return f"tuned (study {tuning['study']}, trial {tuning['trial']})"
+
+
+def _tuned_values(tuning: dict | None) -> str:
+    def show(value) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else "/".join(show(v) for v in value) \
+            if isinstance(value, list) else str(value)
+
+    return ", ".join(f"{k}={show(v)}" for k, v in sorted((tuning or {}).get("params", {}).items()))
+
+
+def _gain(group: dict, groups: list[dict]) -> str:
+    """Tuned mean − the mean of the same method's defaults group (the suite's configuration without the tuned
+    values, by configuration identity); — when that group has no runs here."""
+    if not group["tuning"] or "defaults_config_id" not in group["tuning"]:
+        return ""
+    defaults = next((h for h in groups if h["config_id"] == group["tuning"]["defaults_config_id"]
+                     and h["acc_metric"] == group["acc_metric"]), None)
+    return f"{group['mean'] - defaults['mean']:+.2f}" if defaults else UNKNOWN
+
+
+def _budgets(groups: list[dict]) -> str:
+    """The sentence that states the tuning budget of a dataset's tuned groups (empty without any)."""
+    pruning = {"none": "no pruning", "median": "median pruning", "hyperband": "Hyperband pruning"}
+    budgets = sorted({(g["tuning"]["trials"], g["tuning"]["epochs"], g["tuning"]["pruner"]) for g in groups
+                      if g["tuning"] and "trials" in g["tuning"]})
+    if not budgets:
+        return ""
+    texts = [f"{t} trials × {e} epochs ({pruning.get(p, p + ' pruning')})" for t, e, p in budgets]
+    which = (f"every method had the same tuning budget, {texts[0]}," if len(texts) == 1
+             else f"budgets {'; '.join(texts)} (compare rows of one budget),")
+    return (f"Tuned rows: {which} of Optuna on the validation split (`val/acc_best`; pruned and failed trials "
+            f"count), and its best trial's configuration was then trained with every seed; tuned rows are ranked "
+            f"against tuned rows, defaults against defaults.")
 
 
 def _published_table(quoted: pd.DataFrame, ids: dict[int, str]) -> list[str]:
@@ -656,9 +723,9 @@ the seed, followed by the settings that differ between configs of one method). O
 only the runs of the newest code identity (the training code and the torch and Lightning versions)
 count, one per distinct seed; accuracy is their mean ± sample standard deviation, n (the number of
 distinct seeds) in parentheses, sorted best first. **best** is the group with the highest mean among
-those of its mode (fair or paper) and accuracy metric; ≈ marks a group not significantly different from
-that best (Welch's t-test, p ≥ 0.05; the p-value is shown). A column empty in every row of a dataset is
-left out of its table.
+those of its mode (fair or paper), accuracy metric and kind (tuned or defaults); ≈ marks a group not
+significantly different from that best (Welch's t-test, p ≥ 0.05; the p-value is shown). A column empty
+in every row of a dataset is left out of its table.
 
 The regime comes from the runs' cost split (`bnnbench/cost.py`): **W1A1** when the network has BOPs
 (binary weights × binary inputs), **BWN** when it has binary-weight MACs on real inputs and no BOPs,
@@ -668,6 +735,13 @@ at full cost); size counts binary weights at 1 bit and the rest at 32. The plots
 error bar ± std) against size and against OPs on log scales; filled markers are the non-dominated
 (Pareto) front of their panel, joined by the red step line, and a label away from its point has a
 leader line.
+
+A **tuned** row comes from a suite with a `tune:` block: every method of the suite had the same number of
+Optuna trials of the same epochs on the validation split (`val/acc_best`; pruned and failed trials use
+their share), and its best trial's configuration was then trained with every seed of the suite. The
+tuned hyperparameters are shown; gain is the tuned mean minus that of the same method's **defaults**
+row (the suite's configuration without the tuned values), — when that row has no runs. best and ≈
+compare tuned rows with tuned rows and defaults rows with defaults rows.
 
 A published number (`published.csv`, quoted from the papers) stands beside a **paper**-mode group of the
 same dataset, architecture and method whose config satisfies the row's `match`; the difference is
@@ -715,7 +789,7 @@ def render(results: pd.DataFrame, published: pd.DataFrame, plots: bool = True) -
         quoted = published[published["dataset"] == dataset]
         ids = {i: f"P{k}" for k, i in enumerate(quoted.index, 1)}
         groups, older, repeated = _dataset_groups(runs)
-        lines += [f"## {dataset}", "", _summary(groups), ""]
+        lines += [f"## {dataset}", "", " ".join(filter(None, (_summary(groups), _budgets(groups)))), ""]
         metric = ", ".join(f"`{m}` ({METRIC_NAMES[m]})" for m in sorted(set(runs["acc_metric"])))
         lines += [f"{len(runs)} runs; accuracy metric: {metric}. `val/acc_best` is used only where the dataset (in "
                   "that mode) has no test split.", ""]
@@ -761,12 +835,15 @@ def render_readme(results: pd.DataFrame, page: str = "leaderboard/README.md") ->
         what = METRIC_NAMES[first["acc_metric"]] if not varying["acc_metric"] else "accuracy"
         lines += [f"**{dataset}**" + (f" ({', '.join(fixed)})" if fixed else "") + f": {what} %, mean ± std (n "
                   f"seeds), best first; full table and plots in [{page}]({page}#{dataset}).", ""]
-        header = ["method", *(["config"] if configs else []), *(["arch"] if varying["arch"] else []),
+        tuned = any(g["tuning"] for g in groups)
+        header = ["method", *(["tuning"] if tuned else []), *(["config"] if configs else []),
+                  *(["arch"] if varying["arch"] else []),
                   *(["mode"] if varying["mode"] else []), *(["epochs"] if varying["epochs"] else []), "regime",
                   f"{what} %", *(["metric"] if varying["acc_metric"] else []), "size (KiB)", "OPs / image"]
         rows = []
         for g in groups:
-            rows.append([g["method"], *([g["label"]] if configs else []), *([g["arch"]] if varying["arch"] else []),
+            rows.append([g["method"], *([tuning_label(g["tuning"])] if tuned else []),
+                         *([g["label"]] if configs else []), *([g["arch"]] if varying["arch"] else []),
                          *([g["mode"]] if varying["mode"] else []),
                          *([g["run"]["epochs"]] if varying["epochs"] else []), g["regime"], _accuracy_text(g),
                          *([g["acc_metric"]] if varying["acc_metric"] else []), _fixed(g["cost/size_kib"], ",.1f"),

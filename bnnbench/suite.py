@@ -14,13 +14,17 @@ seed (`bnnbench.identity`):
 
 With an Optuna storage (`bench --storage URL`) the cells are shared by any number of processes on any
 machines, through Optuna's queued trials and heartbeat (`SharedSuite`).
+
+A suite with a `tune:` block (`TuneBudget`) first gives every (method, dataset) the same Optuna budget
+(`SuiteTuning`: one study of exactly that many trials each, objective `val/acc_best`), then its cells are
+the best configuration of each study with each seed, tagged with the study and trial (`tracking.TUNED_TAG`).
+The studies live in the suite's storage, so a tuned suite resumes and is shared like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,19 @@ from bnnbench.errors import BadInput
 from bnnbench.registry import DATASETS, METHODS, unknown_choice
 
 SUITE_KEYS = ("name", "datasets", "methods", "seeds", "mode", "arch", "epochs", "batch_size", "image_size",
-              "data_dir", "experiment", "overrides")
+              "data_dir", "experiment", "overrides", "tune")
+TUNE_KEYS = ("trials", "epochs", "pruner", "sampler", "seed")
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    """A suite's `tune:` block: the tuning budget every (method, dataset) of the suite gets alike."""
+
+    trials: int  # Optuna trials per (method, dataset), pruned and failed ones included
+    epochs: int  # epochs of each trial (the suite's own `epochs` train the best configuration)
+    pruner: str = "median"
+    sampler: str = "tpe"
+    seed: int = 0  # of the sampler and of every trial's training run
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class Suite:
     data_dir: str = "data"
     experiment: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune: TuneBudget | None = None
 
     def configs(self, tracking_uri: str | None = None, wandb: bool = False, progress: str = "epochs",
                 **execution) -> list[RunConfig]:
@@ -57,6 +74,20 @@ class Suite:
                           method_overrides=dict(self.overrides.get(m, {})), tags={"suite": self.name}, wandb=wandb,
                           progress=progress, **execution)
                 for d in self.datasets for m in self.methods for s in self.seeds]
+
+    def trial_configs(self, tracking_uri: str | None = None, progress: str = "epochs",
+                      **execution) -> list[RunConfig]:
+        """One config per (method, dataset) for its tuning trials: a cell's, with the budget's epochs and seed."""
+        import dataclasses
+
+        first = [cfg for cfg in self.configs(tracking_uri, False, progress, **execution) if cfg.seed == self.seeds[0]]
+        return [dataclasses.replace(cfg, epochs=self.tune.epochs, seed=self.tune.seed) for cfg in first]
+
+    def study_name(self, cfg: RunConfig) -> str:
+        """The tuning study of `cfg`'s (method, dataset); new training code tunes afresh, as cells retrain."""
+        from bnnbench.identity import code_id
+
+        return f"tune-{self.name}-{cfg.method}-{cfg.dataset}-{code_id()}"
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -83,7 +114,35 @@ def load_suite(path: str | Path) -> Suite:
                  seeds=tuple(seeds),
                  **{k: data[k] for k in ("mode", "arch", "epochs", "batch_size", "image_size", "data_dir",
                                          "experiment") if data.get(k) is not None},
-                 overrides=overrides)
+                 overrides=overrides, tune=_tune_budget(path, data["tune"]) if "tune" in data else None)
+
+
+def _tune_budget(path: Path, block) -> TuneBudget:
+    """The `tune:` block, or one BadInput naming the bad key or value."""
+    if not isinstance(block, dict):
+        raise BadInput(f"suite '{path}': tune: must be a mapping like {{trials: 8, epochs: 2, pruner: median}}, "
+                       f"not {block!r}")
+    for key in block:
+        if key not in TUNE_KEYS:
+            raise unknown_choice(f"tune key in '{path}'", key, list(TUNE_KEYS))
+    if "trials" not in block or "epochs" not in block:
+        raise BadInput(f"suite '{path}': tune: needs trials and epochs, e.g. {{trials: 8, epochs: 2}}")
+    for key in ("trials", "epochs"):
+        value = block[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise BadInput(f"suite '{path}': tune {key} {value!r} must be a positive integer")
+    seed = block.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadInput(f"suite '{path}': tune seed {seed!r} is not an integer")
+    from bnnbench.tuning import PRUNERS, SAMPLERS
+
+    pruner, sampler = block.get("pruner", "median"), block.get("sampler", "tpe")
+    if pruner not in PRUNERS:
+        raise unknown_choice(f"pruner in the tune block of '{path}'", pruner, list(PRUNERS))
+    if sampler not in SAMPLERS:
+        raise unknown_choice(f"sampler in the tune block of '{path}'", sampler, list(SAMPLERS))
+    return TuneBudget(trials=block["trials"], epochs=block["epochs"], pruner=pruner, sampler=sampler,
+                      seed=convert("tune seed", seed, Seed))
 
 
 def _as_list(value) -> list:
@@ -142,14 +201,30 @@ def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = Fal
         raise BadInput("--dry-run shows one process's plan; with --storage, --status shows every cell's state")
     configs = suite.configs(tracking_uri, wandb, progress, **(execution or {}))
     resolved = [resolve(cfg) for cfg in configs]  # every bad name, key or value is found before any run
+    tuning = SuiteTuning(suite, tracking_uri, progress, execution or {}, storage, grace_period) if suite.tune else None
     tracking.check_store(tracking_uri)
     if wandb:
         tracking.check_mirror()
-    shared = SharedSuite(suite, resolved, storage, grace_period) if storage else None  # opens the storage
+    if tuning:
+        tuning.open(create=not dry_run)  # opens the storage; a study of another budget is refused here
+    shared = SharedSuite(suite, resolved, storage, grace_period) if storage and not tuning else None
     check_data(resolved)
+    counts = {"ran": 0, "resumed": 0, "skipped": 0, "failed": 0}
+    if tuning and dry_run:
+        tuning.plan(echo)
+        counts["ran"] = len(configs)
+        return counts
+    if tuning:
+        tuning.create()
+        tuning.run(echo)
+        configs, untuned = tuning.tuned(configs)
+        for label, reason in untuned:
+            echo(f"{label}: not trained, {reason}")
+            counts["failed"] += 1
+        resolved = [resolve(cfg) for cfg in configs]
+        shared = SharedSuite(suite, resolved, storage, grace_period) if storage else None
     if shared:
         shared.join()
-    counts = {"ran": 0, "resumed": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
 
     def cell(index: int) -> CellOutcome:
@@ -171,7 +246,114 @@ def run_suite(suite: Suite, tracking_uri: str | None = None, dry_run: bool = Fal
 
 
 def cell_label(res) -> str:
-    return f"{res.method} on {res.dataset} ({res.arch}, {res.mode}) seed {res.seed}"
+    return f"{study_label(res)} seed {res.seed}"
+
+
+def study_label(res) -> str:
+    return f"{res.method} on {res.dataset} ({res.arch}, {res.mode})"
+
+
+class SuiteTuning:
+    """The first part of a tuned suite: one `tuning.BudgetStudy` per (method, dataset), every one with the
+    suite's budget, in one Optuna storage (`--storage`, else `optuna.db` beside the MLflow database). Every
+    process that runs the suite works on every study with queued trials, then waits for trials running
+    elsewhere; the cells (the best configuration of each study, with each seed) train once no trial is
+    left anywhere."""
+
+    def __init__(self, suite: Suite, tracking_uri: str | None, progress: str, execution: dict,
+                 storage: str | None, grace_period: int | None):
+        from bnnbench import tuning
+        from bnnbench.config import resolve
+
+        self.suite, self.url = suite, storage or tuning.default_storage(tracking_uri)
+        self.grace_period = grace_period or tuning.GRACE_S
+        self.configs = suite.trial_configs(tracking_uri, progress, **execution)
+        self.labels = [study_label(resolve(cfg)) for cfg in self.configs]
+        for cfg in self.configs:
+            tuning.search_space_of(cfg.method)  # a method without a search space is refused here
+        self.studies: list = []
+
+    def open(self, create: bool = True) -> None:
+        """Open the storage and load (and check) the suite's existing studies; `create=False`: a SQLite
+        file that does not exist yet is not created either (a dry run, `--status`)."""
+        from bnnbench import tuning
+
+        prefix = "sqlite:///"
+        if not create and self.url.startswith(prefix) and not Path(self.url[len(prefix):].split("?")[0]).is_file():
+            return
+        rdb = tuning.open_storage(self.url, grace_period=self.grace_period)
+        self.studies = [tuning.BudgetStudy(cfg, self.suite.study_name(cfg), self.suite.tune, self.url, rdb)
+                        for cfg in self.configs]
+        for study in self.studies:
+            study.check()
+
+    def create(self) -> None:
+        """Create the studies that do not exist yet, each with its trials queued (after the data is checked)."""
+        for study in self.studies:
+            study.create()
+
+    def plan(self, echo) -> None:
+        budget = self.suite.tune
+        for index, label in enumerate(self.labels):
+            counts = self.studies[index].counts() if self.studies else {}
+            done = sum(counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL"))
+            echo(f"would tune {label}: {budget.trials} trials × {budget.epochs} epochs ({done} done), "
+                 f"pruner {budget.pruner}; then train its best with seeds {', '.join(map(str, self.suite.seeds))}")
+
+    def run(self, echo) -> None:
+        """Train queued trials of every study until none waits or runs anywhere."""
+        said = False
+        while True:
+            for label, study in zip(self.labels, self.studies):
+                while (trial := study.take()) is not None:
+                    study.run(trial, lambda line, label=label: echo(f"tune {label}: {line}"))
+            left = sum(study.counts()[state] for study in self.studies for state in ("RUNNING", "WAITING"))
+            if not left:
+                break
+            if not said:
+                echo(f"{left} tuning trials run elsewhere; waiting for them (a dead worker's trial is queued again "
+                     f"{self.grace_period} s after its last heartbeat)")
+                said = True
+            time.sleep(self.studies[0].rdb.get_heartbeat_interval())
+        for study in self.studies:
+            study.close()
+
+    def status(self) -> list[str]:
+        """One line per study: how many of its trials have finished, which run, its best."""
+        budget, lines = self.suite.tune, []
+        for label, study in zip(self.labels, self.studies or [None] * len(self.labels)):
+            counts = study.counts() if study else {}
+            finished = sum(counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL"))
+            best = study.best() if study and counts.get("COMPLETE") else None
+            detail = ", ".join(f"{counts[state]} {state.lower()}" for state in ("COMPLETE", "PRUNED", "FAIL",
+                                                                                 "RUNNING", "WAITING")
+                               if counts.get(state))
+            lines.append(f"tuning {label}: {finished} of {budget.trials} trials finished"
+                         + (f" ({detail})" if detail else " (not started)")
+                         + (f", best val/acc_best {best.value:.4f} (trial {best.number})" if best else ""))
+        return lines
+
+    def finished(self) -> bool:
+        """Every study exists and has no trial waiting or running."""
+        return bool(self.studies) and all(s.study is not None and not (s.counts()["RUNNING"] + s.counts()["WAITING"])
+                                          for s in self.studies)
+
+    def tuned(self, configs: list[RunConfig]) -> tuple[list[RunConfig], list[tuple[str, str]]]:
+        """The cells with their study's best values, and (label, reason) of those that cannot train."""
+        from bnnbench.config import resolve
+
+        studies = {(cfg.method, cfg.dataset): study for cfg, study in zip(self.configs, self.studies)}
+        tuned, untuned = [], []
+        for cfg in configs:
+            study = studies[cfg.method, cfg.dataset]
+            cell = study.tuned_config(cfg)
+            if cell is None:
+                counts = study.counts()
+                untuned.append((cell_label(resolve(cfg)), f"study '{study.name}' has no completed trial "
+                                f"({counts['FAIL']} failed, {counts['PRUNED']} pruned)"))
+            else:
+                tuned.append(cell)
+        return tuned, untuned
 
 
 @dataclass
@@ -331,16 +513,12 @@ class SharedSuite:
         said = False
         while True:
             tuning.fail_stale_trials(self.study)
-            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                trial_id = tuning.trial_id(self.storage, self.study, trial.number)
-                try:
-                    taken = self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
-                except Exception:  # UpdateFinishedTrialError, or a lock another worker won: the next one
-                    continue
-                if taken:
-                    self.trial = (trial, trial_id)
-                    self.storage.set_trial_user_attr(trial_id, WORKER_ATTR, f"{platform.node()}:{os.getpid()}")
-                    return trial.user_attrs[CELL_ATTR]
+            trial_id = tuning.take_waiting(self.study, self.storage)
+            if trial_id is not None:
+                trial = self.storage.get_trial(trial_id)
+                self.trial = (trial, trial_id)
+                self.storage.set_trial_user_attr(trial_id, WORKER_ATTR, f"{platform.node()}:{os.getpid()}")
+                return trial.user_attrs[CELL_ATTR]
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:
                 return None
@@ -354,8 +532,6 @@ class SharedSuite:
     def holding(self):
         """Optuna's heartbeat of the held trial while the body trains its cell; an exception (Ctrl-C,
         SIGTERM, a bug) fails the trial and queues a copy for another worker at once."""
-        import optuna
-        from optuna.trial import TrialState
 
         from bnnbench import tuning
 
@@ -365,10 +541,7 @@ class SharedSuite:
                 yield
         except BaseException as error:
             self.storage.set_trial_user_attr(trial_id, REASON_ATTR, f"worker stopped: {type(error).__name__}")
-            frozen = self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
+            tuning.requeue(self.study, trial.number)
             raise
         finally:
             self.trial = None

@@ -47,6 +47,7 @@ CONFIG_ID_TAG = "config_id"  # what is trained (bnnbench.identity.config_id)
 CODE_ID_TAG = "code_id"  # what trained it (bnnbench.identity.code_id)
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "bnnbench.host", "bnnbench.pid", "bnnbench.heartbeat"
 CHECKPOINT_TAG = "bnnbench.checkpoint_dir"  # where the run's resumable checkpoints are
+TUNED_TAG = "tuning.tuned"  # JSON: the study, trial, budget and tuned values a tuned suite's run comes from
 HEARTBEAT_S = 30.0  # a training run refreshes its heartbeat at least this often (seconds)
 STALE_S = 300.0  # a run on another host whose heartbeat is older than this is taken as interrupted
 MODEL_NAME = "model"  # a FINISHED run's network: `runs:/<run id>/model`

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import math
 import threading
 import time
@@ -301,12 +302,8 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVE])  # what optuna-dashboard shows instead of "Objective 0"
 
-    experiment = resolved.experiment
-    parent_params = {**resolved.params(), "trials": trials, "timeout_s": timeout, "sampler": sampler,
-                     "pruner": pruner_name, "objective": OBJECTIVE, "study": name, "storage": display_url(storage)}
-    provenance = tracking.provenance_tags("see the trial runs")
-    parent = tracking.start_parent_run(cfg.tracking_uri, experiment, f"tune-{name}", parent_params,
-                                       {**provenance, **cfg.tags, "tuning.role": "parent", "tuning.study": name})
+    parent = _start_parent(cfg, resolved, name, storage, {"trials": trials, "timeout_s": timeout, "sampler": sampler,
+                                                          "pruner": pruner_name})
     result = TuneResult(study_name=name, storage=storage, parent_run_id=parent)
     echo(f"study '{name}' in {display_url(storage)}: {len(study.trials)} trials so far; "
          f"{trials} more, {resolved.epochs} epochs each, sampler {sampler}, pruner {pruner_name}; "
@@ -323,29 +320,54 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
             with trial_heartbeat(rdb, trial_id(rdb, study, trial.number)):
                 frozen, note = _run_trial(study, trial, cfg, space, parent, name)
             trial = None
-            epochs = len(frozen.intermediate_values)
-            result.states[frozen.state.name] += 1
-            result.trial_epochs += epochs
-            echo(_progress_line(study, frozen, note, epochs, time.monotonic() - trial_started))
-            best = _best_trial(study)
-            if best is not None:
-                tracking.log_run_metrics(cfg.tracking_uri, parent, {"study/best_value": best.value},
-                                         step=frozen.number)
+            _record_trial(cfg, study, result, frozen, note, time.monotonic() - trial_started, echo)
     except BaseException as error:
         if trial is not None:  # interrupted inside a trial (Ctrl-C, or a bug): the trial failed
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        if isinstance(error, KeyboardInterrupt | Terminated):
-            reason = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted by the user"
-            tracking.end_run(cfg.tracking_uri, parent, "KILLED", reason)
-        else:
-            tracking.end_run(cfg.tracking_uri, parent, "FAILED", f"{type(error).__name__}: {error}")
+        _end_parent(cfg, parent, error)
         raise
 
     distributed.share(None)  # the other processes of multi-process trials: no more trials
+    _finish_parent(cfg, study, result, time.monotonic() - started)
+    return result
+
+
+def _start_parent(cfg: RunConfig, resolved: ResolvedRun, name: str, storage: str, budget: dict[str, Any]) -> str:
+    """The MLflow parent run of one process's trials of study `name` (tag `tuning.role=parent`)."""
+    params = {**resolved.params(), **budget, "objective": OBJECTIVE, "study": name, "storage": display_url(storage)}
+    provenance = tracking.provenance_tags("see the trial runs")
+    return tracking.start_parent_run(cfg.tracking_uri, resolved.experiment, f"tune-{name}", params,
+                                     {**provenance, **cfg.tags, "tuning.role": "parent", "tuning.study": name})
+
+
+def _record_trial(cfg: RunConfig, study, result: TuneResult, frozen, note: str | None, seconds: float, echo) -> None:
+    """Count a finished trial in `result`, print its line, and log the study's best on the parent run."""
+    epochs = len(frozen.intermediate_values)
+    result.states[frozen.state.name] += 1
+    result.trial_epochs += epochs
+    echo(_progress_line(study, frozen, note, epochs, seconds))
+    best = _best_trial(study)
+    if best is not None:
+        tracking.log_run_metrics(cfg.tracking_uri, result.parent_run_id, {"study/best_value": best.value},
+                                 step=frozen.number)
+
+
+def _end_parent(cfg: RunConfig, parent: str, error: BaseException) -> None:
+    """The parent run of trials stopped by `error`: KILLED on Ctrl-C or SIGTERM, FAILED otherwise."""
+    if isinstance(error, KeyboardInterrupt | Terminated):
+        reason = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted by the user"
+        tracking.end_run(cfg.tracking_uri, parent, "KILLED", reason)
+    else:
+        tracking.end_run(cfg.tracking_uri, parent, "FAILED", f"{type(error).__name__}: {error}")
+
+
+def _finish_parent(cfg: RunConfig, study, result: TuneResult, seconds: float) -> None:
+    """The parent run ends FINISHED with this process's trial counts and the study's best."""
+    parent = result.parent_run_id
     best = _best_trial(study)
     summary = {"study/trials_complete": result.states["COMPLETE"], "study/trials_pruned": result.states["PRUNED"],
                "study/trials_failed": result.states["FAIL"], "study/trial_epochs": result.trial_epochs,
-               "study/wall_s": time.monotonic() - started}
+               "study/wall_s": seconds}
     if best is not None:
         result.best_value, result.best_trial, result.best_params = best.value, best.number, dict(best.params)
         summary["study/best_value"] = best.value
@@ -354,7 +376,6 @@ def tune(cfg: RunConfig, *, trials: int = 20, timeout: float | None = None, stor
                                                      "tuning.best_run_id": best.user_attrs.get(RUN_ID_ATTR, "")})
     tracking.log_run_metrics(cfg.tracking_uri, parent, summary, step=len(study.trials))
     tracking.end_run(cfg.tracking_uri, parent, "FINISHED")
-    return result
 
 
 def _run_trial(study, trial, base: RunConfig, space: Callable, parent: str, name: str):
@@ -492,3 +513,163 @@ def study_recipe(study_name: str, storage: str | None = None, tracking_uri: str 
     recipe["tags"] = {"tuning.from_study": study_name, "tuning.from_trial": str(best.number),
                       "tuning.from_run_id": best.user_attrs.get(RUN_ID_ATTR, "")}
     return recipe
+
+
+# -- a study of a fixed budget: a tuned suite's (method, dataset) ------------------------------------------------
+BUDGET_ATTR = "bnnbench.budget"  # study user attr: a suite's tuning budget, written once its trials are queued
+READY_WAIT_S = 60  # how long a worker waits for the process that created a study to queue its trials
+
+
+def take_waiting(study, storage) -> int | None:
+    """The id of a WAITING trial of `study` that this process now holds (the storage grants the WAITING →
+    RUNNING transition to one process only), or None when none waits."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id_ = trial_id(storage, study, trial.number)
+        try:
+            if storage.set_trial_state_values(trial_id_, state=TrialState.RUNNING):
+                return trial_id_
+        except Exception:  # UpdateFinishedTrialError, or a lock another worker won: the next one
+            continue
+    return None
+
+
+def requeue(study, number: int) -> None:
+    """Fail a trial this process holds and queue a copy of it (its parameters and user attributes) for the
+    next worker, as Optuna's `RetryHeartbeatStaleTrialCallback` does for a trial whose worker went silent."""
+    frozen = study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+
+
+def budget_units(study) -> list:
+    """The latest attempt of each of the study's trials: a retry (system attr `failed_trial`, set by
+    `RetryHeartbeatStaleTrialCallback`) replaces the attempt whose worker stopped."""
+    latest = {}
+    for trial in study.get_trials(deepcopy=False):
+        latest[trial.system_attrs.get("failed_trial", trial.number)] = trial
+    return list(latest.values())
+
+
+class BudgetStudy:
+    """The Optuna study of one (method, dataset) of a tuned suite: exactly `trials` trials of `epochs`
+    epochs, however many processes share it and however often it is interrupted.
+
+    The process that creates the study (`create_study` is atomic) queues all of its trials at once
+    (`enqueue_trial` with no parameters: the sampler chooses them when a trial starts); every process
+    then takes queued trials one at a time (`take_waiting`) until none waits. A failed or pruned trial
+    has used its share of the budget, so a method cannot buy extra trials by failing; a trial whose
+    worker stopped (Ctrl-C or SIGTERM here, or no heartbeat for the grace period) is queued again with
+    its parameters and runs in its place. Each trial is an ordinary tuning trial (`_run_trial`: a child
+    run of this process's parent run, objective `val/acc_best`).
+    """
+
+    def __init__(self, cfg: RunConfig, name: str, budget, storage: str, rdb):
+        self.cfg, self.name, self.budget, self.url, self.rdb = cfg, name, budget, storage, rdb
+        self.resolved = resolve(cfg)
+        self.space = search_space_of(cfg.method)
+        self.study, self.held = None, None  # the study, and the id of the trial this process holds
+        self.result = TuneResult(study_name=name, storage=storage, parent_run_id="")
+        self.started = time.monotonic()
+
+    @property
+    def recorded_budget(self) -> dict[str, Any]:
+        return {"trials": self.budget.trials, "epochs": self.budget.epochs, "pruner": self.budget.pruner,
+                "sampler": self.budget.sampler, "seed": self.budget.seed}
+
+    def _load(self):
+        return optuna.load_study(study_name=self.name, storage=self.rdb,
+                                 sampler=make_sampler(self.budget.sampler, self.budget.seed),
+                                 pruner=make_pruner(self.budget.pruner, self.budget.epochs))
+
+    def check(self) -> bool:
+        """Load the study if it exists and refuse one of another budget or configuration; whether it exists."""
+        if self.name not in optuna.get_all_study_names(self.rdb):
+            return False
+        self.study = self._load()
+        waited = time.monotonic()
+        while (recorded := self.study.user_attrs.get(BUDGET_ATTR)) is None:
+            if time.monotonic() - waited > READY_WAIT_S:
+                raise BadInput(f"study '{self.name}' in '{display_url(self.url)}' has no budget after {READY_WAIT_S} "
+                               f"s: the process that created it stopped before queueing its trials; delete it "
+                               f"(optuna delete-study --study-name {self.name} --storage URL) and start again")
+            time.sleep(1)
+        now = self.recorded_budget
+        changed = [f"{k}: study {recorded.get(k)}, suite {now[k]}" for k in now if recorded.get(k) != now[k]]
+        if changed:
+            raise BadInput(f"study '{self.name}' in '{display_url(self.url)}' was tuned with another budget "
+                           f"({', '.join(changed)}); give the budget it was started with, or another suite name")
+        _check_identity(self.study, study_identity(self.resolved), self.url)
+        return True
+
+    def create(self) -> None:
+        """Create the study with its trials queued, or load it when another process was first."""
+        if self.study is not None:
+            return
+        try:
+            self.study = optuna.create_study(storage=self.rdb, study_name=self.name, direction="maximize",
+                                             sampler=make_sampler(self.budget.sampler, self.budget.seed),
+                                             pruner=make_pruner(self.budget.pruner, self.budget.epochs))
+        except optuna.exceptions.DuplicatedStudyError:
+            self.check()
+            return
+        _check_identity(self.study, study_identity(self.resolved), self.url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names([OBJECTIVE])
+        for _ in range(self.budget.trials):
+            self.study.enqueue_trial({})
+        self.study.set_user_attr(BUDGET_ATTR, self.recorded_budget)
+
+    def counts(self) -> Counter:
+        """The state of each budgeted trial's latest attempt: COMPLETE, PRUNED, FAIL, RUNNING, WAITING."""
+        return Counter(t.state.name for t in budget_units(self.study)) if self.study else Counter()
+
+    def take(self):
+        """A queued trial this process now holds (after failing the trials of silent workers), or None."""
+        for lost in fail_stale_trials(self.study):
+            _end_lost_run(self.cfg.tracking_uri, lost, self.rdb.grace_period)
+        self.held = take_waiting(self.study, self.rdb)
+        return None if self.held is None else optuna.Trial(self.study, self.held)  # what `Study.ask` builds
+
+    def run(self, trial, echo: Callable[[str], None]) -> None:
+        """Train one trial; a stop inside it (Ctrl-C, SIGTERM, a bug) queues it again and ends the parent run."""
+        if not self.result.parent_run_id:
+            self.result.parent_run_id = _start_parent(
+                self.cfg, self.resolved, self.name, self.url,
+                {k: v for k, v in self.recorded_budget.items() if k not in ("epochs", "seed")})
+        started = time.monotonic()
+        try:
+            with trial_heartbeat(self.rdb, self.held):
+                frozen, note = _run_trial(self.study, trial, self.cfg, self.space, self.result.parent_run_id,
+                                          self.name)
+        except BaseException as error:
+            requeue(self.study, trial.number)
+            _end_parent(self.cfg, self.result.parent_run_id, error)
+            raise
+        _record_trial(self.cfg, self.study, self.result, frozen, note, time.monotonic() - started, echo)
+
+    def close(self) -> None:
+        """End this process's parent run (if it trained a trial) with the study's best."""
+        if self.result.parent_run_id:
+            _finish_parent(self.cfg, self.study, self.result, time.monotonic() - self.started)
+
+    def best(self):
+        return _best_trial(self.study)
+
+    def tuned_config(self, cell: RunConfig) -> RunConfig | None:
+        """`cell` (a suite cell of the defaults) with the best trial's values, tagged with where they came
+        from (`tracking.TUNED_TAG`: study, trial, budget, the tuned values and the defaults' configuration
+        identity); None while the study has no completed trial."""
+        best = self.best()
+        if best is None:
+            return None
+        values = self.space(best)  # a FrozenTrial answers each suggestion with the value the trial used
+        tuned = {"study": self.name, "trial": best.number, **self.recorded_budget,
+                 "params": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                 "defaults_config_id": resolve(cell).config_id}
+        tags = {**cell.tags, "tuning.from_study": self.name, "tuning.from_trial": str(best.number),
+                "tuning.from_run_id": best.user_attrs.get(RUN_ID_ATTR, ""),
+                tracking.TUNED_TAG: json.dumps(tuned, sort_keys=True)}
+        return dataclasses.replace(cell, method_overrides={**cell.method_overrides, **values}, tags=tags,
+                                   run_name=f"{cell.method}-{cell.dataset}-tuned-s{cell.seed}")
