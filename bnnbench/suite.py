@@ -281,6 +281,9 @@ class SuiteTuning:
         prefix = "sqlite:///"
         if not create and self.url.startswith(prefix) and not Path(self.url[len(prefix):].split("?")[0]).is_file():
             return
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # bnnbench prints a line per trial itself
         rdb = tuning.open_storage(self.url, grace_period=self.grace_period)
         self.studies = [tuning.BudgetStudy(cfg, self.suite.study_name(cfg), self.suite.tune, self.url, rdb)
                         for cfg in self.configs]
