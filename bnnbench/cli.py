@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the totals, as one JSON object")
     p.set_defaults(func=cmd_cost)
 
-    p = commands.add_parser("bench", help="run a benchmark suite (methods x datasets x seeds); resumes")
+    p = commands.add_parser("bench", help="run a benchmark suite (methods x datasets x seeds; a tune: block tunes "
+                                          "every method with the same budget first); resumes")
     p.add_argument("suite", help="suite YAML, e.g. benchmarks/digits.yaml")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
@@ -539,10 +540,13 @@ def _check_before_launch(args: argparse.Namespace) -> None:
     from bnnbench.config import resolve
 
     if args.command == "bench":
-        from bnnbench.suite import load_suite
+        from bnnbench.suite import SuiteTuning, load_suite
 
-        for cfg in load_suite(args.suite).configs(args.tracking_uri):
+        suite = load_suite(args.suite)
+        for cfg in suite.configs(args.tracking_uri):
             resolve(cfg)
+        if suite.tune:  # the trials' configs and every method's search space
+            SuiteTuning(suite, args.tracking_uri, "none", {}, None, None)
     elif not getattr(args, "resume", None):
         resolve(run_config(args))
     tracking.check_store(args.tracking_uri)

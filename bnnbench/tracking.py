@@ -41,6 +41,10 @@ from bnnbench.errors import BadInput, RunFailed, Terminated
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SQLITE = "sqlite:///"
+# MLflow 3's telemetry client sets and unsets an environment variable from its own thread; it raised
+# KeyError '_MLFLOW_TELEMETRY_SESSION_ID' inside a worker's log-batch request (once in five runs of
+# three workers sharing a suite), losing that run. bnnbench turns it off unless the user chose otherwise.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 RUN_NAME_TAG = "mlflow.runName"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under the run with this id
 CONFIG_ID_TAG = "config_id"  # what is trained (bnnbench.identity.config_id)

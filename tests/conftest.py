@@ -8,10 +8,6 @@ import lightning.pytorch  # noqa: F401  (imported once, before any test captures
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-# MLflow's telemetry client (offline here) sets and unsets an environment variable from its own thread;
-# it raised KeyError '_MLFLOW_TELEMETRY_SESSION_ID' inside a worker's log-batch request once in five runs
-# of the three-worker test. Tests run offline and send nothing (subprocesses inherit this).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 pytest_plugins = ["tests.servers"]  # the PostgreSQL cluster and MLflow server fixtures
 
