@@ -15,6 +15,8 @@ quantizer path when asked for `hardtanh`/`identity`, because sign(ReLU(x)) is al
 - `fmnist_cnn`: four convs (16/64/128/256) for 28-px Fashion-MNIST on a CPU, see `FmnistCnn`.
 - `bnew_resnet20`: the ReActNet-style ResNet-20 of the BNEW released code (Alasdair-P/bnew), see
   `BnewResNet20`.
+- `bireal_resnet18`, `bireal_resnet20`: Bi-Real Net (Liu et al., ECCV 2018), a real-valued shortcut
+  around every 3×3 conv, see `BiRealResNet`.
 """
 
 from __future__ import annotations
@@ -339,6 +341,89 @@ class BnewResNet20(nn.Module):
         return self.fc(self.pool(self.layers(self.stem(x))))
 
 
+class BiRealBlock(nn.Module):
+    """One Bi-Real Net block: a single 3×3 conv with its own real-valued shortcut (released
+    liuzechun/Bi-Real-net `pytorch_implementation/BiReal18_34/birealnet.py`, `BasicBlock`).
+
+    out = act(BN(conv(x)) + shortcut(x)). The conv is the binary layer: `binarize` gives it the method's
+    input quantizer, so it sees sign(x), where x is the previous block's sum (or the stem's BatchNorm
+    output), never a ReLU's: the shortcut carries that real-valued sum past the sign to the next block,
+    which is the point of the design. The shortcut is the identity, or where the block downsamples, average
+    pool (2×2, stride 2) → 1×1 conv → BN; where it only widens, 1×1 conv → BN. `act` is the builder's
+    activation after the sum: the released network has none (`identity`).
+
+    The pool uses `ceil_mode` (windows cut at the border are averaged over what they cover): at an even side,
+    the released case (ImageNet: 56/28/14 px), it is the released pool; at an odd side (7 px in the last
+    stage at 28 px) it keeps the shortcut the size of the strided conv's output.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, activation: str):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        if stride != 1:
+            self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
+                                          nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        elif in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        else:
+            self.shortcut = nn.Identity()
+        self.act = activation_layer(activation, out_ch)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)) + self.shortcut(x))
+
+
+class BiRealResNet(nn.Module):
+    """Bi-Real Net (Liu, Wu, Luo, Yang, Liu & Cheng, ECCV 2018, arXiv:1808.00278), as its released PyTorch
+    code builds it (`birealnet.py`, `BiRealNet`): every 3×3 conv of a ResNet is a `BiRealBlock` with its own
+    shortcut, so Bi-Real Net-18 has 4 stages of 4 single-conv blocks (16 binary convs, as ResNet-18).
+
+    Stem: the released ImageNet stem (7×7 stride-2 conv, BN, 3×3 stride-2 max-pool) above 32 px; at 32 px and
+    below a CIFAR stem (3×3 stride-1 conv, BN, no pool), as bnnbench's `resnet18`. No ReLU in the stem: the
+    first block takes the sign of the stem's BatchNorm output (the builder's activation follows the stem BN;
+    `identity`, the released network's, adds nothing). Adaptive average pool and a Linear classifier with
+    bias. The first conv and the classifier are the `full_precision_layers`; the 1×1 shortcut convs are real
+    in the released network too, which the methods ask for with `fp_shortcuts` (as for `bnew_resnet20`).
+    PyTorch's default initialisation (a method may re-initialise its binary layers).
+    """
+
+    def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int, in_channels: int,
+                 image_size: int, activation: str = "identity", imagenet_stem: bool = False):
+        super().__init__()
+        if imagenet_stem:
+            stem = [nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                    nn.MaxPool2d(3, 2, 1), activation_layer(activation, widths[0])]
+        else:
+            stem = [*conv_bn(in_channels, widths[0], 3), activation_layer(activation, widths[0])]
+        self.stem = nn.Sequential(*stem)
+        layers, in_ch = [], widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks)):
+            for index in range(count):
+                layers.append(BiRealBlock(in_ch, width, 2 if stage > 0 and index == 0 else 1, activation))
+                in_ch = width
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.full_precision_layers = ("stem.0", "fc")
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+def _bireal_resnet18(num_classes, in_channels, image_size, activation="identity"):
+    """Bi-Real Net-18: 64/128/256/512 channels, 4 single-conv blocks per stage; ImageNet stem above 32 px."""
+    return BiRealResNet((64, 128, 256, 512), (4, 4, 4, 4), num_classes, in_channels, image_size, activation,
+                        imagenet_stem=image_size > 32)
+
+
+def _bireal_resnet20(num_classes, in_channels, image_size, activation="identity"):
+    """The Bi-Real form of the CIFAR ResNet-20, for 28-32 px on a CPU: 16/32/64 channels, 6 single-conv blocks
+    per stage (its 18 3×3 convs, each with its own shortcut), CIFAR stem at every size. 40,108,032 binary
+    MACs at 3×32×32 (the 3×3 convs), 705,152 full precision with 10 classes (stem, two 1×1 shortcuts,
+    classifier)."""
+    return BiRealResNet((16, 32, 64), (6, 6, 6), num_classes, in_channels, image_size, activation)
+
 def _resnet18(num_classes, in_channels, image_size, activation="relu"):
     """ResNet-18; CIFAR stem (3×3 stride 1, no max-pool) up to 32 px, ImageNet stem above."""
     return ResNet((64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels, image_size, activation,
@@ -358,6 +443,8 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "dra_resnet18": DraResNet18,
     "fmnist_cnn": FmnistCnn,
     "bnew_resnet20": BnewResNet20,
+    "bireal_resnet18": _bireal_resnet18,
+    "bireal_resnet20": _bireal_resnet20,
 }
 
 

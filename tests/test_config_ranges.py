@@ -106,6 +106,12 @@ BAD = [
     ("pc", ["mu_start=20"], ("mu_start=20.0", "mu_end=10.0", "need mu_start <= mu_end")),
     ("ste", ["weight_decay=-1"], ("'weight_decay'", "'-1'", "[0, inf)")),
     ("xnor", ["weight_decay=-1e-5"], ("'weight_decay'", "'-1e-5'", "[0, inf)")),
+    ("fda", ["omega=4"], ("'omega'", "'4'", "(0, 3.14159)")),
+    ("bireal", ["label_smoothing=1"], ("'label_smoothing'", "'1'", "[0, 1)")),
+    ("dorefa", ["weight_scale=row"], ("'weight_scale'", "'row'", "layer, channel")),
+    ("xnorpp", ["weight_decay=-1"], ("'weight_decay'", "'-1'", "[0, inf)")),
+    ("irnet", ["t_min=0"], ("'t_min'", "'0'", "(0, inf)")),
+    ("recu", ["tau_min=0.5"], ("'tau_min'", "'0.5'", "(0.5, 1)")),
 ]
 BAD_IDS = [f"{method}-{'-'.join(sets)}" for method, sets, _ in BAD]
 

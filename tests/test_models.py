@@ -325,11 +325,12 @@ def test_every_method_packs_and_unpacks_to_the_network_it_evaluates(method, mode
         torch.testing.assert_close(network(x), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
         assert torch.equal(export.unpack(data)(x), network(x))
     costs = cost.count(model, (3, 8, 8))
-    # Beyond the counted parameters: α_c per output channel (XNOR computes it from θ, so it is not a
-    # parameter) and the folded scale and shift of a BatchNorm without affine parameters (AdaSTE's paper mode).
-    layers = dict(network.named_modules())
+    # Beyond the counted parameters: α_c per output channel where it is computed from θ (XNOR; ReCU's is a
+    # learned parameter, counted already) and the folded scale and shift of a BatchNorm without affine
+    # parameters (AdaSTE's paper mode).
+    layers, trained = dict(network.named_modules()), dict(model.named_modules())
     extra = 4 * sum(layers[name].weight.shape[0] for name, _, kind in export.read_header(data)[0]["binary"]
-                    if kind == "c")
+                    if kind == "c" and not list(trained[name].weight_quantizer.parameters()))
     extra += 8 * sum(m.num_features for m in model.modules()
                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.affine)
     assert 0 <= len(data) - costs.size_kib * 1024 - extra <= 400
