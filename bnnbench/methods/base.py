@@ -193,7 +193,9 @@ class BinaryMethod(pl.LightningModule):
         """Runs once at the switch to phase 2, after the best phase-1 state is loaded and the optimizer's
         state cleared (a method whose phase 2 stores other weights, such as Bop, converts them here)."""
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of a batch: its logits, labels and images (`inputs`, for a method whose loss
+        needs more than the logits, such as distillation from a teacher network that sees the images)."""
         return F.cross_entropy(logits, target)
 
     # -- model ----------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ class BinaryMethod(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = self.loss(logits, y)
+        loss = self.loss(logits, y, x)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"train/loss is {loss.item()} at epoch {self.current_epoch}, "
                                      f"step {self.global_step}")

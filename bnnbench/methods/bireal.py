@@ -169,7 +169,7 @@ class BirealMethod(BinaryMethod):
                     layer.weight.uniform_(0.0, self.config.init_scale)
         return model
 
-    def loss(self, logits, target):
+    def loss(self, logits, target, inputs=None):
         return F.cross_entropy(logits, target, label_smoothing=self.config.label_smoothing)
 
     def configure_optimizers(self):
