@@ -17,16 +17,20 @@ quantizer path when asked for `hardtanh`/`identity`, because sign(ReLU(x)) is al
   `BnewResNet20`.
 - `bireal_resnet18`, `bireal_resnet20`: Bi-Real Net (Liu et al., ECCV 2018), a real-valued shortcut
   around every 3×3 conv, see `BiRealResNet`.
+- `vit_tiny`: a small pre-norm vision transformer (dim 64, 4 blocks, 4 heads) for 8–32 px on a CPU, whose
+  attention and MLP linears are the binary layers, see `VitTiny`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnnbench.errors import BadInput
 from bnnbench.registry import unknown_choice
 
 
@@ -424,6 +428,180 @@ def _bireal_resnet20(num_classes, in_channels, image_size, activation="identity"
     classifier)."""
     return BiRealResNet((16, 32, 64), (6, 6, 6), num_classes, in_channels, image_size, activation)
 
+
+class PositionEmbedding(nn.Module):
+    """x + p: one learned vector per token position (ViT, Dosovitskiy et al. 2021), initialised N(0, 0.02²)
+    truncated at ±2σ as in timm/DeiT.
+
+    A module of its own rather than a parameter of the network, so that `bnnbench.cost` can name it: it
+    counts its parameters as real (32-bit) ones and it costs no MACs (an addition per element).
+    """
+
+    def __init__(self, tokens: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.trunc_normal_(self.weight, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+    def extra_repr(self) -> str:
+        return f"tokens={self.weight.shape[1]}, dim={self.weight.shape[2]}"
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, written out: qkv = W_qkv·x, per head softmax(q·kᵀ/√d_h)·v, then
+    out = W_o·LN(concat of heads).
+
+    `qkv` and `proj` are `nn.Linear`, so `binarize` makes them binary layers. The two activation ×
+    activation products, q·kᵀ and attn·v, are explicit matrix products here (not
+    `F.scaled_dot_product_attention`), each costing heads × tokens² × head_dim MACs per image, which
+    `bnnbench.cost` counts from this module. Their operands are real in this design: q, k, v are outputs of
+    binary layers (integer-valued sums, then the bias), and the attention probabilities are softmax outputs
+    in (0, 1), so both products are real × real (`fp_macs`). The four operand quantizers (`q_quantizer`,
+    `k_quantizer`, `attn_quantizer`, `v_quantizer`, all None here) are where a binary-attention variant
+    (BiT's {0, 1} attention with sign(q), sign(k); BiViT's softmax-aware binarization) would put its maps;
+    `binary_operands` tells the cost counter which product then has two, one or no binary operands (BOPs,
+    binary × real MACs, real MACs), as it does for a binary layer's weight and input.
+
+    The LayerNorm before `proj` (the "sub-LN" of NormFormer, Shleifer et al. 2021, and of BitNet, Wang et
+    al. 2023, which normalises the input of every binarized linear) centres the heads' output per token: it
+    is a convex combination of values, whose sign need not be balanced, and a W1A1 method takes its sign.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention: dim {dim} is not a multiple of {heads} heads")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q_quantizer: nn.Module | None = None
+        self.k_quantizer: nn.Module | None = None
+        self.attn_quantizer: nn.Module | None = None
+        self.v_quantizer: nn.Module | None = None
+
+    def binary_operands(self) -> dict[str, int]:
+        """How many binary operands each product has (0, 1 or 2): {"q@k": ..., "attn@v": ...}."""
+        def binary(*quantizers):
+            return sum(quantizer is not None for quantizer in quantizers)
+
+        return {"q@k": binary(self.q_quantizer, self.k_quantizer),
+                "attn@v": binary(self.attn_quantizer, self.v_quantizer)}
+
+    @staticmethod
+    def _quantize(quantizer: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        return x if quantizer is None else quantizer(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self._quantize(self.q_quantizer, q), self._quantize(self.k_quantizer, k)
+        v = self._quantize(self.v_quantizer, v)
+        attn = (q @ k.transpose(-2, -1)).mul_(self.scale).softmax(dim=-1)  # (batch, heads, tokens, tokens)
+        out = self._quantize(self.attn_quantizer, attn) @ v  # (batch, heads, tokens, head_dim)
+        return self.proj(self.norm(out.transpose(1, 2).reshape(batch, tokens, dim)))
+
+
+class Mlp(nn.Module):
+    """fc2(LN(GELU(fc1(x)))): the transformer MLP with a LayerNorm between the activation and `fc2`.
+
+    GELU's output is mostly positive (≥ −0.17, and most of its mass above 0), so sign(GELU(h)) is +1 for
+    most units, the transformer form of sign(ReLU(x)) = +1 that the conv backbones avoid with BatchNorm
+    before each binary conv. The mid-LayerNorm (NormFormer's "FFN LN"; BitNet's LayerNorm before every
+    binarized linear) subtracts each token's mean so the sign fc2's W1A1 input quantizer takes carries
+    information. BiT (Liu et al., NeurIPS 2022) gets there with a learned per-layer shift and scale inside
+    its "elastic" activation binarizer (ReActNet's learnable bias); that is a method's quantizer, whereas a
+    LayerNorm belongs to the backbone and serves every method here alike.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(self.act(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x)); the residual stream stays real.
+
+    Every binary linear has a LayerNorm right before it (`norm1` → qkv, `attn.norm` → proj, `norm2` → fc1,
+    `mlp.norm` → fc2), so a W1A1 method's sign always sees a per-token centred input of unit scale, which
+    also puts it where clipped straight-through gradients (|x| ≤ 1) pass.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VitTiny(nn.Module):
+    """A small vision transformer for 8–32 px images on a CPU (ViT, Dosovitskiy et al. 2021, pre-norm).
+
+    Patch embedding: a conv with kernel = stride = patch (2 px below 16 px, 4 px up to 32 px, 4·⌈side/32⌉
+    above, so 28 and 32 px give 7×7 and 8×8 tokens and 8 px gives 4×4), with bias, full precision like the
+    first conv of the conv backbones. Learned position embeddings (`PositionEmbedding`), 4 pre-norm
+    `TransformerBlock`s of width 64 with 4 heads of 16 and an MLP of 128 (ratio 2, as the CIFAR ViT-Lite of
+    Hassani et al. 2021), a final LayerNorm, mean pooling over the tokens and the classifier `fc`, full
+    precision. The binary layers are the 16 linears of the blocks (qkv, proj, fc1, fc2).
+
+    Mean pooling, not a class token: the class token reaches the image only through attention, which
+    binary methods make coarse (binary q, k and v layers here; binary attention maps in BiT and BiViT), while
+    the mean of the tokens gives the classifier, and the gradient, every token directly; BinaryViT (Le &
+    Li 2023) replaces the class token by average pooling for this reason, and "Better plain ViT baselines"
+    (Beyer et al. 2022) trains small-data ViTs with global average pooling too. It also keeps every token
+    position alike, so there is no token the LayerNorms treat differently.
+
+    `activation` is accepted for the common builder signature and ignored (as `bnew_resnet20` does): the
+    MLP's GELU is part of the definition, and the conv backbones' choice of `hardtanh`/`identity` exists
+    to keep sign inputs centred, which the LayerNorm before every binary linear does here.
+
+    Cost at 3×32×32, 10 classes (64 tokens): 8,388,608 MACs in the binary linears (per block qkv 786,432,
+    proj 262,144, fc1 and fc2 524,288 each); real MACs 196,608 in the patch conv, 640 in the classifier and
+    2,097,152 in the attention products (per block 2 × 4 heads × 64² × 16). PyTorch's default
+    initialisation for the linears and the conv, LayerNorm γ = 1, β = 0.
+    """
+
+    dim = 64
+    depth = 4
+    heads = 4
+    mlp_hidden = 128
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str = "gelu"):
+        super().__init__()
+        self.patch = 2 if image_size < 16 else 4 * math.ceil(image_size / 32)
+        side = image_size // self.patch
+        if side < 1:
+            raise BadInput(f"vit_tiny: a {image_size} px image is smaller than one {self.patch}-px patch; "
+                           f"give at least {self.patch} px")
+        self.patch_embed = nn.Conv2d(in_channels, self.dim, self.patch, self.patch)
+        self.pos_embed = PositionEmbedding(side * side, self.dim)
+        self.blocks = nn.Sequential(*(TransformerBlock(self.dim, self.heads, self.mlp_hidden)
+                                      for _ in range(self.depth)))
+        self.norm = nn.LayerNorm(self.dim)
+        self.fc = nn.Linear(self.dim, num_classes)
+        self.full_precision_layers = ("patch_embed", "fc")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (batch, tokens, dim)
+        x = self.blocks(self.pos_embed(x))
+        return self.fc(self.norm(x).mean(dim=1))
+
+
 def _resnet18(num_classes, in_channels, image_size, activation="relu"):
     """ResNet-18; CIFAR stem (3×3 stride 1, no max-pool) up to 32 px, ImageNet stem above."""
     return ResNet((64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels, image_size, activation,
@@ -445,6 +623,7 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "bnew_resnet20": BnewResNet20,
     "bireal_resnet18": _bireal_resnet18,
     "bireal_resnet20": _bireal_resnet20,
+    "vit_tiny": VitTiny,
 }
 
 

@@ -5,6 +5,7 @@ The CLI, the tuner, the suite runner and the tests all call it, as a short seque
 wrong fails here, before an MLflow run exists, so bad input records nothing), then inside a
 `tracking.RecordedRun` (which owns the MLflow status, SIGTERM and the W&B mirror) fit and test, with
 cost, timing, artifacts, the heartbeat and resumable state as Lightning callbacks.
+A method config with `distill` on gets its teacher first (`teacher_run_id`): given, reused or trained.
 
 Checkpoints are complete (model, optimizers, LR schedulers, loops, callbacks, random generators) and
 written every epoch to `<checkpoint root>/<run id>/` (beside a SQLite store by default), atomically.
@@ -14,6 +15,7 @@ checkpoint: on the CPU its final metrics equal an uninterrupted run's with the s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import warnings
@@ -74,12 +76,17 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
     tracking.check_store(resolved.tracking_uri)
     if resolved.wandb:
         tracking.check_mirror()
+    teacher = teacher_run_id(resolved)  # a distilling method's teacher, trained first if none is given
+    if teacher is not None:
+        resolved = dataclasses.replace(resolved, tags={**resolved.tags, TEACHER_TAG: teacher})
     datamodule = build_datamodule(resolved)
     datamodule.prepare_data()
     datamodule.setup("fit")
 
     pl.seed_everything(resolved.seed, workers=True, verbose=False)
     method = build_method(resolved)
+    if teacher is not None:
+        method.load_teacher(resolved.tracking_uri, teacher)  # a bad run id fails here, before the run exists
     size = (resolved.dataset_cls.in_channels, resolved.image_size, resolved.image_size)
     costs = cost.count(method.model, size)  # on a copy, before the run exists: a counting gap records nothing
     main = distributed.is_main()  # with several processes, rank 0 records; the others follow it
@@ -113,6 +120,35 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
             record.log_model(network, export.example_images(datamodule))
         metrics = record.metrics()
     return RunResult(run_id=record.run_id, metrics=metrics, experiment=resolved.experiment)
+
+
+TEACHER_TAG = "bnnbench.teacher_run_id"  # the tag that names a distilled run's teacher run
+
+
+def teacher_run_id(resolved: ResolvedRun) -> str | None:
+    """The teacher of a method config with `distill` on (ReActNet): its `teacher_run_id`, or else an `fp` run
+    on the same dataset, arch, mode, epochs, batch, image size and seed, recorded as an ordinary run: a
+    FINISHED one of that configuration and code identity (as a suite finds a done cell), or one trained now.
+    None when the method does not distill."""
+    config = resolved.method_config
+    if not getattr(config, "distill", False):
+        return None
+    if getattr(config, "teacher_run_id", None) is not None:
+        return config.teacher_run_id
+    from bnnbench.suite import cell_state
+
+    teacher = RunConfig(method="fp", dataset=resolved.dataset, arch=resolved.arch, mode=resolved.mode,
+                        epochs=resolved.epochs, batch_size=resolved.batch_size, image_size=resolved.image_size,
+                        seed=resolved.seed, precision=resolved.precision, compile=resolved.compile,
+                        data_dir=resolved.data_dir, experiment=resolved.experiment,
+                        tracking_uri=resolved.tracking_uri, checkpoint_dir=resolved.checkpoint_dir,
+                        accelerator=resolved.accelerator, devices=resolved.devices, num_nodes=resolved.num_nodes,
+                        strategy=resolved.strategy, progress=resolved.progress, wandb=resolved.wandb)
+    state, found = cell_state(resolved.tracking_uri, resolve(teacher))
+    if state == "done":
+        return found["run_id"]
+    log.info(f"training the full-precision teacher of {resolved.run_name} first")
+    return run(teacher).run_id
 
 
 def build_trainer(resolved: ResolvedRun, record: tracking.RecordedRun, datamodule, costs, callbacks: list):

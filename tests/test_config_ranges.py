@@ -112,6 +112,7 @@ BAD = [
     ("xnorpp", ["weight_decay=-1"], ("'weight_decay'", "'-1'", "[0, inf)")),
     ("irnet", ["t_min=0"], ("'t_min'", "'0'", "(0, inf)")),
     ("recu", ["tau_min=0.5"], ("'tau_min'", "'0.5'", "(0.5, 1)")),
+    ("reactnet", ["phase2_weight_decay=-1"], ("'phase2_weight_decay'", "'-1'", "[0, inf)")),
 ]
 BAD_IDS = [f"{method}-{'-'.join(sets)}" for method, sets, _ in BAD]
 

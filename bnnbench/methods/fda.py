@@ -130,8 +130,9 @@ class NoiseAdaptation(nn.Module):
     `NoiseAdaption`); `rows=False` (activations): the channel vector at each position (dim 1; `NoiseAdaption_a`).
     """
 
-    def __init__(self, features: int, reduction: int, sine: float, rows: bool):
+    def __init__(self, features: int, reduction: int, sine: float, rows: bool, features_last: bool = False):
         super().__init__()
+        self.features_last = features_last  # activations of a linear layer: features on the last dim
         hidden = features // reduction
         self.fc1 = nn.Linear(features, hidden, bias=False) if hidden else None
         self.fc2 = nn.Linear(hidden, features, bias=False) if hidden else None
@@ -144,6 +145,8 @@ class NoiseAdaptation(nn.Module):
             return out
         if self.rows:
             mlp = self.fc2(F.relu(self.fc1(x.reshape(x.shape[0], -1)))).reshape(x.shape)
+        elif self.features_last:
+            mlp = self.fc2(F.relu(self.fc1(x)))
         else:
             mlp = self.fc2(F.relu(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
         return out + mlp
@@ -270,8 +273,9 @@ class FdaMethod(BinaryMethod):
                 self.noise_modules[_key(name, "weight")] = NoiseAdaptation(
                     layer.weight[0].numel(), c.noise_reduction, c.noise_sine, rows=True)
             if c.activation_noise != "off":
-                features = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
-                noise = NoiseAdaptation(features, c.noise_reduction, c.noise_sine, rows=False)
+                linear = isinstance(layer, nn.Linear)
+                features = layer.in_features if linear else layer.in_channels
+                noise = NoiseAdaptation(features, c.noise_reduction, c.noise_sine, rows=False, features_last=linear)
                 noise.requires_grad_(c.activation_noise == "trained")
                 self.noise_modules[_key(name, "input")] = noise
         self.attach_noise(binary_layers(model))

@@ -98,8 +98,9 @@ class OutputScale(nn.Module):
     parameters (real, no MACs); it maps a layer's output, not a weight.
     """
 
-    def __init__(self, channels: int = 1, height: int = 0, width: int = 0):
+    def __init__(self, channels: int = 1, height: int = 0, width: int = 0, features_last: bool = False):
         super().__init__()
+        self.features_last = features_last  # a linear layer's output: α over the last dim (tokens before it)
         if channels < 1 or height < 0 or width < 0 or (height == 0) != (width == 0):
             raise BadInput(f"bad OutputScale shape channels={channels}, height={height}, width={width}: "
                            "channels ≥ 1, and height and width both ≥ 1 (factorised) or both 0 (per channel)")
@@ -115,7 +116,8 @@ class OutputScale(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if self.beta is None:
-            return y * self.alpha.to(y.dtype).view((1, -1) + (1,) * (y.dim() - 2))
+            shape = (1,) * (y.dim() - 1) + (-1,) if self.features_last else (1, -1) + (1,) * (y.dim() - 2)
+            return y * self.alpha.to(y.dtype).view(shape)
         if y.shape[-2:] != (self.beta.numel(), self.gamma.numel()):
             raise BadInput(f"xnorpp: a binary layer's Γ is sized for outputs of {self.beta.numel()}×"
                            f"{self.gamma.numel()}, got {y.shape[-2]}×{y.shape[-1]}: an XNOR-Net++ network is "
@@ -198,8 +200,11 @@ class XnorppMethod(BinaryMethod):
             if name not in shapes:
                 raise BadInput(f"xnorpp: binary layer '{name}' does not run in the forward pass, so its Γ has no shape")
             shape = shapes[name]
-            factorised = self.config.scale == "factorised" and len(shape) == 3
-            scale = OutputScale(shape[0], *(shape[1:] if factorised else (0, 0)))
+            if isinstance(layer, nn.Linear):  # one α per output feature, whatever leads (batch, tokens)
+                scale = OutputScale(layer.out_features, features_last=True)
+            else:
+                factorised = self.config.scale == "factorised" and len(shape) == 3
+                scale = OutputScale(shape[0], *(shape[1:] if factorised else (0, 0)))
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, ScaledBinary(layer, scale))
         return model
