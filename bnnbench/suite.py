@@ -409,7 +409,6 @@ CELLS_ATTR = "bnnbench.suite"  # study user attr: the suite's cells, written onc
 CELL_ATTR = "bnnbench.cell"  # trial user attr: which cell the trial trains (its index in the suite)
 WORKER_ATTR = "bnnbench.worker"  # trial user attr: host and process id of the worker that took it
 REASON_ATTR = "failure_reason"  # trial user attr of a FAIL trial
-READY_WAIT_S = 60  # how long a worker waits for the process that created the study to queue the cells
 
 
 class SharedSuite:
@@ -467,17 +466,9 @@ class SharedSuite:
             for index, cell in enumerate(self.cells_now):
                 self.study.enqueue_trial({}, user_attrs={CELL_ATTR: index, "label": cell["label"]})
             self.study.set_user_attr(CELLS_ATTR, self.cells_now)
-        self._check_cells(self._recorded_cells())
+        from bnnbench.tuning import created_attr
 
-    def _recorded_cells(self) -> list:
-        waited = time.monotonic()
-        while (cells := self.study.user_attrs.get(CELLS_ATTR)) is None:
-            if time.monotonic() - waited > READY_WAIT_S:
-                raise BadInput(f"study '{self.name}' in '{self.display_url}' has no cells after {READY_WAIT_S} s: the "
-                               f"process that created it stopped before queueing them; delete it (optuna "
-                               f"delete-study --study-name {self.name} --storage URL) and start again")
-            time.sleep(1)
-        return cells
+        self._check_cells(created_attr(self.study, CELLS_ATTR, "cells", self.url))
 
     @property
     def display_url(self) -> str:

@@ -520,6 +520,19 @@ BUDGET_ATTR = "bnnbench.budget"  # study user attr: a suite's tuning budget, wri
 READY_WAIT_S = 60  # how long a worker waits for the process that created a study to queue its trials
 
 
+def created_attr(study, key: str, what: str, url: str):
+    """The study user attribute `key`, which the process that created `study` writes once it has queued the
+    study's trials; waits up to READY_WAIT_S for it (another worker may be queueing them right now)."""
+    waited = time.monotonic()
+    while (value := study.user_attrs.get(key)) is None:
+        if time.monotonic() - waited > READY_WAIT_S:
+            raise BadInput(f"study '{study.study_name}' in '{display_url(url)}' has no {what} after {READY_WAIT_S} "
+                           f"s: the process that created it stopped before queueing them; delete it (optuna "
+                           f"delete-study --study-name {study.study_name} --storage URL) and start again")
+        time.sleep(1)
+    return value
+
+
 def take_waiting(study, storage) -> int | None:
     """The id of a WAITING trial of `study` that this process now holds (the storage grants the WAITING →
     RUNNING transition to one process only), or None when none waits."""
@@ -587,13 +600,7 @@ class BudgetStudy:
         if self.name not in optuna.get_all_study_names(self.rdb):
             return False
         self.study = self._load()
-        waited = time.monotonic()
-        while (recorded := self.study.user_attrs.get(BUDGET_ATTR)) is None:
-            if time.monotonic() - waited > READY_WAIT_S:
-                raise BadInput(f"study '{self.name}' in '{display_url(self.url)}' has no budget after {READY_WAIT_S} "
-                               f"s: the process that created it stopped before queueing its trials; delete it "
-                               f"(optuna delete-study --study-name {self.name} --storage URL) and start again")
-            time.sleep(1)
+        recorded = created_attr(self.study, BUDGET_ATTR, "budget", self.url)
         now = self.recorded_budget
         changed = [f"{k}: study {recorded.get(k)}, suite {now[k]}" for k in now if recorded.get(k) != now[k]]
         if changed:
