@@ -99,13 +99,15 @@ class Timing(ResumedFitState):
 
 
 class Heartbeat(pl.Callback):
-    """Refreshes the run's heartbeat tag at most every `tracking.HEARTBEAT_S` seconds while it works."""
+    """Refreshes the run's heartbeat tag at most every `tracking.HEARTBEAT_S` seconds while it works, and
+    stops the run after any batch once SIGTERM has come (`tracking.check_terminated`)."""
 
     def __init__(self, record: tracking.RecordedRun):
         self.record = record
         self._last = time.monotonic()
 
     def _beat(self) -> None:
+        tracking.check_terminated()  # a SIGTERM whose exception was swallowed stops the run here
         if time.monotonic() - self._last >= tracking.HEARTBEAT_S:
             self.record.heartbeat()
             self._last = time.monotonic()

@@ -295,8 +295,20 @@ def heartbeat(uri: str | None, run_id: str) -> None:
 
 
 # -- the recorded run --------------------------------------------------------------------------------------
+_terminated = threading.Event()  # SIGTERM came; set until the run it stopped has been ended KILLED
+
+
 def _raise_terminated(signum, frame):
+    _terminated.set()
     raise Terminated()
+
+
+def check_terminated() -> None:
+    """Raise `Terminated` if SIGTERM came but its exception was lost: raised inside a finalizer or a weakref
+    callback, Python prints "Exception ignored in ..." and goes on, and the run would train to its end.
+    Called after every batch (`callbacks.Heartbeat`) and when a run ends."""
+    if _terminated.is_set():
+        raise Terminated()
 
 
 class RecordedRun:
@@ -359,6 +371,12 @@ class RecordedRun:
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
+        if _terminated.is_set() and (error is None or isinstance(error, SystemExit)):
+            # SIGTERM, whose own exception was lost (or which Lightning's signal connector turned into its
+            # SIGTERMException, a SystemExit, at the next batch)
+            error = Terminated()
+        if isinstance(error, Terminated):
+            _terminated.clear()
         if error is None:
             self.end("FINISHED")
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # only a KILLED run is ever resumed

@@ -379,3 +379,26 @@ def test_every_method_resumes_to_exactly_the_uninterrupted_metrics(method, track
     whole = run(config("whole"))
     assert {k: v for k, v in resumed.metrics.items() if not k.startswith("time/")} == \
         {k: v for k, v in whole.metrics.items() if not k.startswith("time/")}
+
+
+class _SwallowedSigterm(pl.Callback):
+    """Sends this process SIGTERM after the first training batch and swallows the exception its handler
+    raises, as Python does when the signal lands inside a finalizer or a weakref callback."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == 0:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1.0)  # the handler raises Terminated here
+            except Terminated:
+                pass
+
+
+def test_a_sigterm_whose_exception_was_swallowed_still_stops_the_run_killed(tracking_uri):
+    cfg = RunConfig(method="fp", dataset="fake", epochs=3, tracking_uri=tracking_uri, progress="none")
+    with pytest.raises(Terminated) as stopped:
+        run(cfg, callbacks=[_SwallowedSigterm()])
+    recorded = mlflow.MlflowClient(tracking_uri).get_run(stopped.value.args[0])
+    assert recorded.info.status == "KILLED" and recorded.data.tags["failure_reason"] == "terminated (SIGTERM)"
+    assert recorded.data.metrics.get("epochs_completed", 0) < 3
+    assert run(cfg).metrics["epochs_completed"] == 3  # the next run in this process is not stopped by it
