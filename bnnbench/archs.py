@@ -71,6 +71,7 @@ ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "prelu": lambda channels: PReLU(),  # one slope per layer, as DRA's released code
     "hardtanh": lambda channels: nn.Hardtanh(inplace=True),
     "identity": lambda channels: nn.Identity(),
+    "rprelu": lambda channels: RPReLU(channels),  # ReActNet's: per-channel slope and two shifts
 }
 
 

@@ -107,6 +107,14 @@ class MethodConfig:
 
     def __post_init__(self):
         validate(self)  # the declared ranges, also for a config built directly in code or a test
+        # a method's own schedule fields (`BinaryMethod.lr_factor`): they shape the cosine/linear decay only
+        for key, value in (("warmup_epochs", getattr(self, "warmup_epochs", 0)),
+                           ("lr_step_first", getattr(self, "lr_step_first", False))):
+            if value and self.scheduler not in ("cosine", "linear"):
+                shown = "true" if value is True else value
+                raise BadInput(f"bad value {key}={shown} with scheduler={self.scheduler!r}: it shapes the cosine "
+                               f"or linear schedule only; set scheduler=cosine or linear, or {key}="
+                               f"{'false' if value is True else 0}")
 
 
 def config_fields(cls: type) -> dict[str, Any]:

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QuantizerFactory = Callable[[], nn.Module]
+# called with the full-precision layer it will quantize (so per-channel parameters get the layer's size);
+# None: the weight factory keeps that layer full precision, the input factory keeps its input real
+QuantizerFactory = Callable[[nn.Module], nn.Module | None]
 
 
 class BinaryLayer:
@@ -65,8 +67,10 @@ def binarize(model: nn.Module, weight_quantizer: QuantizerFactory, input_quantiz
              skip: Iterable[str] = ()) -> nn.Module:
     """Replace every `nn.Conv2d` and `nn.Linear` of `model` (in place) by its binary version.
 
-    Each factory is called once per layer, so a quantizer with parameters (DRA's α) gets one per
-    layer. Layers named in `skip` (module paths such as "stem.0" or "fc") stay full precision.
+    Each factory is called once per layer with that layer (the full-precision `nn.Conv2d` or `nn.Linear`),
+    so a quantizer with parameters gets its own, sized to the layer (DRA's α, ReCU's α per output
+    channel). A layer whose weight factory returns None stays full precision, as do the layers named in
+    `skip` (module paths such as "stem.0" or "fc"); an input factory returning None leaves the input real.
     """
     skip = set(skip)
     missing = skip - {name for name, _ in model.named_modules()}
@@ -78,10 +82,12 @@ def binarize(model: nn.Module, weight_quantizer: QuantizerFactory, input_quantiz
         kind = BinaryConv2d if type(module) is nn.Conv2d else BinaryLinear if type(module) is nn.Linear else None
         if kind is None:
             continue
+        weight = weight_quantizer(module)
+        if weight is None:
+            continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, kind.from_float(module, weight_quantizer(),
-                                               input_quantizer() if input_quantizer else None))
+        setattr(parent, child, kind.from_float(module, weight, input_quantizer(module) if input_quantizer else None))
     return model
 
 

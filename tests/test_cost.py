@@ -32,7 +32,7 @@ RESNET18_STEM_MACS = 3 * 64 * 9 * 32 * 32
 
 def w1a1_resnet18() -> nn.Module:
     model = archs.build("resnet18", 10, 3, 32)
-    return binarize(model, lambda: get_quantizer("ste"), lambda: get_quantizer("bnn"),
+    return binarize(model, lambda layer: get_quantizer("ste"), lambda layer: get_quantizer("bnn"),
                     skip=model.full_precision_layers)
 
 

@@ -173,7 +173,7 @@ def test_linear_lr_per_step_restarts_at_phase_2_as_lr_scheduler_py():
     method = make("bnew", mode="paper", epochs=4, phase1_epochs=2)
     method._steps_per_epoch = 5  # no trainer attached: 10 steps per phase
     factors = [method.lr_factor(t, "step") for t in (0, 4, 9, 10, 14, 19)]
-    assert factors == pytest.approx([1.0, 5 / 9, 1e-8, 1.0, 5 / 9, 1e-8])  # 1e-8: LinearLR's floor, released 0
+    assert factors == pytest.approx([1.0, 5 / 9, 0.0, 1.0, 5 / 9, 0.0])  # the last step of a phase at lr_min
 
 
 def test_bop_flip_rule_gamma_per_step_and_signed_phase1_weights():
@@ -301,7 +301,8 @@ def test_bnew_resnet20_matches_the_released_network_and_its_cost():
     # birealresnet20(22, num_classes=100) has 281,636 parameters
     assert sum(p.numel() for p in backbone.parameters()) == 281_636
     skip = ("stem.0", "fc", *archs.pointwise_convs(backbone))
-    binary = binarize(backbone, lambda: get_quantizer("ste"), lambda: get_quantizer("approx_sign"), skip=skip)
+    binary = binarize(backbone, lambda layer: get_quantizer("ste"), lambda layer: get_quantizer("approx_sign"),
+                      skip=skip)
     costs = cost.count(binary, (3, 32, 32))
     # 16·16·16·144·6 + 8·8·32·(144 + 288·5) + 4·4·64·(288 + 576·5) BOPs; stem 442,368 + shortcuts 2·32,768 + fc 6,400
     assert (costs.bops, costs.bwn_macs, costs.fp_macs) == (10_027_008, 0, 514_304)

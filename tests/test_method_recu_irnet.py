@@ -15,7 +15,7 @@ from torch import nn
 from bnnbench.config import RunConfig
 from bnnbench.errors import BadInput
 from bnnbench.methods.irnet import EdeSign, IrnetConfig, LibraWeight, ede_schedule
-from bnnbench.methods.recu import RecuConfig, RecuInput, RecuWeight, tau_schedule, warmup_cosine
+from bnnbench.methods.recu import RecuConfig, RecuInput, RecuWeight, tau_schedule
 from bnnbench.runner import build_method, resolve, run
 
 # Two output channels of n = 4 latent weights each (4×4×1×1).
@@ -271,11 +271,6 @@ def test_recu_schedules_have_the_released_values():
     assert tau_schedule(0.0, 0.85, 0.99) == pytest.approx(0.85)
     assert tau_schedule(300 / 600, 0.85, 0.99) == pytest.approx(0.9028557, abs=1e-7)
     assert tau_schedule(599 / 600, 0.85, 0.99) == pytest.approx(0.9896312, abs=1e-7)
-    # --warm_up: epochs 0-4 at lr·(e+1)/5, then CosineAnnealingLR(T_max = 596) stepped from epoch 4 on
-    assert [warmup_cosine(e, 600, 5) for e in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
-    assert warmup_cosine(5, 600, 5) == pytest.approx((1 + math.cos(math.pi / 596)) / 2)
-    assert warmup_cosine(302, 600, 5) == pytest.approx(0.5)
-    assert warmup_cosine(599, 600, 5) == pytest.approx((1 + math.cos(math.pi * 595 / 596)) / 2)
     with pytest.raises(BadInput, match="need tau_min <= tau_max"):
         RecuConfig(tau_min=0.99, tau_max=0.9)
     with pytest.raises(BadInput, match="'tau_max'"):
@@ -290,8 +285,12 @@ def test_recu_paper_mode_learning_rate_follows_the_released_warm_up():
         lrs.append(scheduler.optimizer.param_groups[0]["lr"])
         scheduler.optimizer.step()
         scheduler.step()
+    # --warm_up: epochs 0-4 at lr·(e+1)/5, then CosineAnnealingLR(T_max = 596) stepped from epoch 4 on
     assert lrs[:6] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.05 * (1 + math.cos(math.pi / 596))])
+    assert lrs[302] == pytest.approx(0.05)
     assert lrs[599] == pytest.approx(0.05 * (1 + math.cos(math.pi * 595 / 596)))
+    with pytest.raises(BadInput, match="warmup_epochs=5 with scheduler='plateau'"):
+        make("recu", mode="paper", scheduler="plateau")
 
 
 def test_recu_sets_tau_each_epoch_and_gives_every_channel_its_alpha(tracking_uri):

@@ -47,7 +47,7 @@ def methods(names) -> list:
 
 def w1a1(image_size: int, num_classes: int = 4) -> nn.Module:
     model = archs.build("vit_tiny", num_classes, 3, image_size)
-    return binarize(model, lambda: get_quantizer("ste"), lambda: get_quantizer("bnn"),
+    return binarize(model, lambda layer: get_quantizer("ste"), lambda layer: get_quantizer("bnn"),
                     skip=model.full_precision_layers)
 
 
@@ -64,7 +64,7 @@ def test_the_patch_conv_and_the_classifier_stay_full_precision_and_the_block_lin
     model = archs.build("vit_tiny", 10, 3, 32)
     assert model.full_precision_layers == ("patch_embed", "fc")
     assert isinstance(model.patch_embed, nn.Conv2d) and isinstance(model.fc, nn.Linear)
-    binarize(model, lambda: get_quantizer("ste"), skip=model.full_precision_layers)
+    binarize(model, lambda layer: get_quantizer("ste"), skip=model.full_precision_layers)
     expected = [f"blocks.{i}.{name}" for i in range(4) for name in BLOCK_LINEARS]
     assert [name for name, _ in binary_layers(model)] == expected
     assert all(type(layer) is BinaryLinear for _, layer in binary_layers(model))

@@ -98,7 +98,6 @@ Deviations (fair mode, from the paper's equations):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -139,7 +138,7 @@ class AdasteConfig(MethodConfig):
     # included, as the released code (1.05); None = the anneal_fraction schedule
     mu_growth: Annotated[float, Range(1.0)] | None = None
     gradient: Literal["eq38", "released"] = "eq38"  # eq38: the paper's rule; released: FenBPOpt.get_grad's
-    lr_step_first: bool = False  # step the cosine LR schedule before each epoch, the first included (released)
+    lr_step_first: bool = False  # step the LR schedule before each epoch, the first included (released; base)
     latent_init: PositiveFloat | None = None  # latent weights ±latent_init, random signs (released: 10); None = default
     bn_affine: bool = True  # false: every BatchNorm without γ, β (the released network)
     # momentum of every BatchNorm of the backbone, in (0, 1) (per update); None = PyTorch's 0.1. The released
@@ -149,12 +148,6 @@ class AdasteConfig(MethodConfig):
     # batch = 0.19); None = no BatchNorm on the logits
     logit_bn_momentum: OpenFraction | None = None
     binarize_all: bool = False  # binarize the first conv and the classifier too (the released network)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.lr_step_first and self.scheduler != "cosine":
-            raise BadInput(f"bad value lr_step_first=true with scheduler={self.scheduler!r} for method 'adaste': "
-                           "it shifts the cosine schedule only; set lr_step_first=false")
 
 
 def annealed_mu(epoch: int, epochs: int, config: AdasteConfig) -> float:
@@ -172,13 +165,6 @@ def annealed_mu(epoch: int, epochs: int, config: AdasteConfig) -> float:
         return mu_binary
     growth = (mu_binary / config.mu_start) ** (1.0 / anneal_epochs)
     return min(config.mu_start * growth**epoch, mu_binary)
-
-
-def cosine_one_ahead(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """The learning rate of 0-based `epoch` when a cosine schedule (T_max = epochs) is stepped before each
-    epoch, the first included: the value at epoch + 1, η_min + (η₀ − η_min)·(1 + cos(π(e+1)/T))/2."""
-    t = min(epoch + 1, epochs)
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t / epochs)) / 2
 
 
 class FenBP(AdamBeside):
@@ -236,7 +222,7 @@ class AdasteMethod(BinaryMethod):
     def soft_weights(self) -> bool:
         return self.config.anneal
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         c = self.config
         name = "adaste_released" if c.gradient == "released" else "adaste"
         return get_quantizer(name, mu=annealed_mu(0, self.epochs, c), alpha=c.alpha)
@@ -277,16 +263,6 @@ class AdasteMethod(BinaryMethod):
         real = [p for p in self.parameters() if p.requires_grad and id(p) not in binary_ids]
         groups = [g for g in ({"params": real}, {"params": binary, "fenbp": True}) if g["params"]]
         return FenBP(groups, lr=c.lr, momentum=c.momentum, grad_scale=c.grad_scale, decay=c.weight_decay)
-
-    def configure_optimizers(self):
-        c = self.config
-        if not c.lr_step_first:
-            return super().configure_optimizers()
-        optimizer = self.make_optimizer()
-        epochs, lr, lr_min = self.epochs, c.lr, c.lr_min
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: cosine_one_ahead(epoch, epochs, lr, lr_min) / lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()

@@ -3,9 +3,12 @@
 It owns what all methods share — building the backbone and binarizing it, the training/validation/
 test steps, metrics (torchmetrics), the optimizer and LR schedule, early stopping, the NaN guard and
 the BNN diagnostics — and exposes small hooks for what differs. A method overrides only hooks:
-`make_weight_quantizer`, `make_input_quantizer`, `activation`, `full_precision_layers`,
-`parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss`, `resume_state` (Python-side state a
-resumed run needs), `on_phase2_start`, and Lightning's own epoch hooks for schedules.
+`make_weight_quantizer(layer)` and `make_input_quantizer(layer)` (called once per conv/linear layer with
+that layer, so per-channel parameters get its size; None keeps it full precision or its input real),
+`activation` (a name of `archs.ACTIVATIONS`, ReActNet's `rprelu` among them, which `cost` counts),
+`full_precision_layers`, `parameter_groups`, `make_optimizer`, `after_optimizer_step`, `loss` (it sees
+the batch: distillation), `resume_state` (Python-side state a resumed run needs), `on_phase2_start`, and
+Lightning's own epoch hooks for schedules, which `set_quantizer_param` applies to the quantizers.
 It never overrides `training_step` wholesale.
 
 Two-phase start (BNEW's recipe, Paren & Poudel, "Training Binarized Neural Networks the Easy Way", BMVC
@@ -23,7 +26,11 @@ best phase-1 state until the switch (`resume_state`), so a resumed run switches 
 
 LR schedule: `scheduler=cosine|linear` decays per epoch, or per optimizer step where the config has
 `lr_interval=step` (the released BNEW scripts' `LRScheduler`: step t of T in a phase gets the factor
-1 − t/(T − 1), so the last step runs at `lr_min`), and restarts at phase 2.
+1 − t/(T − 1), so the last step runs at `lr_min`), and restarts at phase 2. Two per-epoch variants that
+released codes use, for a config that has the field: `warmup_epochs` W (ReCU's `--warm_up`: epochs
+0..W−1 at lr·(e+1)/W, then the decay from 1 at epoch W − 1 over the remaining E − W + 1 epochs) and
+`lr_step_first` (AdaSTE's and Bi-Real Net's loops step the scheduler before each epoch, the first
+included, so epoch e trains at the value of e + 1 and the last one at `lr_min`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,6 @@ from bnnbench import archs
 from bnnbench.config import MethodConfig, apply_overrides
 from bnnbench.errors import BadInput
 from bnnbench.layers import binarize, binary_layers
-from bnnbench.quantizers import sign
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,12 +167,13 @@ class BinaryMethod(pl.LightningModule):
     def activation(self) -> str:
         return getattr(self.config, "activation", "relu")
 
-    def make_weight_quantizer(self) -> nn.Module | None:
-        """A fresh weight quantizer for one binary layer; None keeps the model full precision."""
+    def make_weight_quantizer(self, layer: nn.Module) -> nn.Module | None:
+        """A fresh weight quantizer for `layer` (the full-precision conv or linear layer it will quantize, for
+        parameters sized per channel); None keeps the layer full precision (`fp`: every layer)."""
         return None
 
-    def make_input_quantizer(self) -> nn.Module | None:
-        """A fresh activation quantizer for one binary layer; None keeps activations real (BWN)."""
+    def make_input_quantizer(self, layer: nn.Module) -> nn.Module | None:
+        """A fresh activation quantizer for `layer`'s input; None keeps it real (BWN)."""
         return None
 
     def full_precision_layers(self, backbone: nn.Module) -> tuple[str, ...]:
@@ -201,14 +208,13 @@ class BinaryMethod(pl.LightningModule):
     # -- model ----------------------------------------------------------------------------------------
     def build_model(self, arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         backbone = archs.build(arch, num_classes, in_channels, image_size, self.activation)
-        if self.make_weight_quantizer() is None:
-            return backbone
-        input_factory = self.make_input_quantizer if self.make_input_quantizer() is not None else None
-        weight_factory = self.make_weight_quantizer
-        if self.phase1_epochs > 0:
-            def weight_factory():
-                return Phase1Gate(self.make_weight_quantizer())
-        return binarize(backbone, weight_factory, input_factory, skip=self.full_precision_layers(backbone))
+
+        def weight_quantizer(layer: nn.Module) -> nn.Module | None:
+            quantizer = self.make_weight_quantizer(layer)
+            return Phase1Gate(quantizer) if quantizer is not None and self.phase1_epochs > 0 else quantizer
+
+        skip = self.full_precision_layers(backbone)
+        return binarize(backbone, weight_quantizer, self.make_input_quantizer, skip=skip)
 
     def binary_layers(self):
         return binary_layers(self.model)
@@ -336,7 +342,7 @@ class BinaryMethod(pl.LightningModule):
     def on_test_epoch_end(self):
         self.confusion_matrix = self.confusion.compute().cpu()
 
-    # -- BNN diagnostics: how many binary weights flipped sign this epoch, how far soft weights are from ±1 --
+    # -- BNN diagnostics: binary weights that flipped sign this epoch; training weights against evaluation ones --
     def on_train_epoch_start(self):
         self._enter_phase()
         self._epoch_signs = [layer.weight.detach() >= 0 for _, layer in self.binary_layers()]
@@ -353,25 +359,31 @@ class BinaryMethod(pl.LightningModule):
 
     @torch.no_grad()
     def binary_gap(self) -> float:
-        """Mean |w − sign(w)| over the binary layers' effective weights as the training forward computes
-        them (quantizers switched to training mode for the measurement): 0 means training is already on
-        the hard weights that evaluation uses."""
+        """Mean |w_train − w_eval| over the binary layers: the effective weights as the training forward
+        computes them against those evaluation uses (each quantizer switched to training, then evaluation
+        mode, for the measurement). 0 means training is already on the weights evaluation uses; measuring
+        against the evaluation weight rather than sign(w) keeps a scale α ≠ 1 (FDA's α_c) out of it."""
         total, count = 0.0, 0
         for _, layer in self.binary_layers():
             quantizer = layer.weight_quantizer
             was_training = quantizer.training
             quantizer.train()
-            w = layer.effective_weight()
+            trained = layer.effective_weight()
+            quantizer.eval()
+            evaluated = layer.effective_weight()
             quantizer.train(was_training)
-            total += (w - sign(w)).abs().sum().item()
-            count += w.numel()
+            total += (trained - evaluated).abs().sum().item()
+            count += trained.numel()
         return total / max(count, 1)
 
-    def set_quantizer_param(self, name: str, value: float) -> None:
-        """Set a scheduled weight-quantizer parameter (AdaSTE's μ, mirror descent's β) in every binary layer."""
+    def set_quantizer_param(self, name: str, value: float, inputs: bool = False) -> None:
+        """Set a scheduled quantizer parameter in every binary layer's weight quantizer (AdaSTE's μ, mirror
+        descent's β) and, with `inputs`, in every input quantizer too (IR-Net's t and k, FDA's η)."""
         for _, layer in self.binary_layers():
             quantizer = layer.weight_quantizer
             setattr(quantizer.inner if isinstance(quantizer, Phase1Gate) else quantizer, name, value)
+            if inputs and layer.input_quantizer is not None:
+                setattr(layer.input_quantizer, name, value)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.after_optimizer_step()
@@ -410,12 +422,22 @@ class BinaryMethod(pl.LightningModule):
         return cls(groups, lr=c.lr, weight_decay=c.weight_decay)
 
     def lr_factor(self, position: int, interval: str = "epoch") -> float:
-        """The cosine/linear LR factor at an epoch or optimizer step, restarted at phase 2."""
+        """The cosine/linear LR factor at an epoch or optimizer step, restarted at phase 2, with the config's
+        warm-up and step-first shift (module docstring)."""
         c = self.config
-        progress = self.phase_progress(position) if interval == "epoch" else self.phase_progress(0, position)
+        if interval == "epoch":
+            epoch, epochs = self.phase_epoch(position), self.phase_epochs(position)
+            warmup = getattr(c, "warmup_epochs", 0)
+            if epoch < warmup:
+                return (epoch + 1) / warmup
+            start = max(warmup - 1, 0)  # the decay starts from 1 at the warm-up's last epoch
+            span = max(epochs - start, 1)
+            progress = min(epoch - start + int(getattr(c, "lr_step_first", False)), span) / span
+        else:
+            progress = self.phase_progress(0, position)
         floor = c.lr_min / c.lr
         if c.scheduler == "linear":
-            return 1 + (max(floor, 1e-8) - 1) * progress
+            return 1 + (floor - 1) * progress
         return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
 
     def configure_optimizers(self):
@@ -424,7 +446,8 @@ class BinaryMethod(pl.LightningModule):
         if c.scheduler == "none":
             return optimizer
         interval = getattr(c, "lr_interval", "epoch")
-        if c.scheduler in ("cosine", "linear") and (self.phase1_epochs > 0 or interval == "step"):
+        shaped = getattr(c, "warmup_epochs", 0) or getattr(c, "lr_step_first", False)
+        if c.scheduler in ("cosine", "linear") and (self.phase1_epochs > 0 or interval == "step" or shaped):
             if interval == "step":
                 epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 \
                     else self.epochs

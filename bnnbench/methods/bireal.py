@@ -119,14 +119,6 @@ class MagnitudeAwareSign(nn.Module):
         return f"rule={self.rule}"
 
 
-def linear_one_ahead(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """The learning rate of 0-based `epoch` under the released schedule: a LambdaLR with the factor
-    1 − t/T stepped before each epoch, the first included, so epoch e runs at the value for t = e + 1
-    (η_min + (η₀ − η_min)·(1 − (e+1)/T); the last epoch at η_min)."""
-    t = min(epoch + 1, epochs)
-    return lr_min + (lr - lr_min) * (1 - t / epochs)
-
-
 @dataclass(frozen=True)
 class BirealConfig(MethodConfig):
     lr: PositiveFloat = 1e-3  # Adam learning rate (per step); released 1e-3 too
@@ -138,13 +130,7 @@ class BirealConfig(MethodConfig):
     label_smoothing: UnitFraction = 0.0  # of the training cross-entropy, in [0, 1) (released: 0.1); not validation
     # latent weights of the binary layers ~ U[0, init_scale) (released: 0.001, all signs +1); None = PyTorch's
     init_scale: PositiveFloat | None = None
-    lr_step_first: bool = False  # linear LR stepped before each epoch, the first included (released); linear only
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.lr_step_first and self.scheduler != "linear":
-            raise BadInput(f"bad value lr_step_first=true with scheduler={self.scheduler!r} for method 'bireal': "
-                           "it shifts the linear schedule only; set scheduler=linear or lr_step_first=false")
+    lr_step_first: bool = False  # LR schedule stepped before each epoch, the first included (released; base)
 
 
 @METHODS.register("bireal")
@@ -155,10 +141,10 @@ class BirealMethod(BinaryMethod):
                     "label_smoothing": 0.1, "weight_gradient": "released", "init_scale": 1e-3, "fp_shortcuts": True,
                     "activation": "identity"}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return MagnitudeAwareSign(self.config.weight_gradient)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("approx_sign")
 
     def build_model(self, arch, num_classes, in_channels, image_size):
@@ -171,16 +157,6 @@ class BirealMethod(BinaryMethod):
 
     def loss(self, logits, target, inputs=None):
         return F.cross_entropy(logits, target, label_smoothing=self.config.label_smoothing)
-
-    def configure_optimizers(self):
-        c = self.config
-        if not c.lr_step_first:
-            return super().configure_optimizers()
-        optimizer = self.make_optimizer()
-        epochs, lr, lr_min = self.epochs, c.lr, c.lr_min
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: linear_one_ahead(epoch, epochs, lr, lr_min) / lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 def search_space(trial) -> dict:

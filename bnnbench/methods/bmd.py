@@ -132,10 +132,10 @@ class BmdMethod(BinaryMethod):
         super().__init__(*args, **kwargs)
         self.frozen = False
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("bmd", beta=self.config.beta_start)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         name = self.config.activation_quantizer
         return None if name == "none" else get_quantizer(name)
 

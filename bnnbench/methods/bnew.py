@@ -145,10 +145,10 @@ class BnewMethod(BinaryMethod):
         if state.get("frozen") and not self.frozen:
             self.freeze()  # the weights are ±1 already; this stops their updates again
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("direct")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer(self.config.activation_quantizer)
 
     def binary_weights(self) -> list[torch.nn.Parameter]:

@@ -74,10 +74,10 @@ class BnnMethod(BinaryMethod):
     paper_config = {"lr": 0.01, "scheduler": "linear", "lr_interval": "step", "fp_shortcuts": True,
                     "phase1_epochs": None, "clamp_before_step": True}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("bnn")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("bnn")
 
 

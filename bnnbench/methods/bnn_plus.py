@@ -44,7 +44,7 @@ class BnnPlusConfig(MethodConfig):
 class BnnPlusMethod(BinaryMethod):
     Config = BnnPlusConfig
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("bnn_plus", beta=self.config.beta)
 
 

@@ -58,7 +58,7 @@ class BnnppMethod(PcMethod):
 
     Config = BnnppConfig
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("bnnpp", mu=self.config.mu_start)
 
 

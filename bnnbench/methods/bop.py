@@ -128,10 +128,10 @@ class BopMethod(BinaryMethod):
     paper_config = {"scheduler": "linear", "gamma_schedule": "linear", "fp_shortcuts": True, "phase1_epochs": None,
                     "clamp_before_step": True, "lr_interval": "step"}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("direct")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer(self.config.activation_quantizer)
 
     def build_model(self, arch, num_classes, in_channels, image_size):

@@ -163,11 +163,11 @@ class DorefaMethod(BinaryMethod):
                     "weight_scale": "channel", "weight_gradient": "clip", "activation": "hardtanh",
                     "fp_shortcuts": True}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         c = self.config
         return DorefaWeight(per_channel=c.weight_scale == "channel", gated=c.weight_gradient == "clip")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return ZeroOneActivation() if self.config.activation_levels == "zero_one" else get_quantizer("bnn")
 
 

@@ -90,10 +90,10 @@ class DraMethod(BinaryMethod):
                     "plateau_patience_epochs": 5, "lr_min": 1e-4, "early_stopping_patience_epochs": 10,
                     "early_stopping_min_delta": 0.001}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("dra", alpha=self.config.alpha_init, mean_center=self.config.mean_center)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("bnn") if self.config.binarize_activations else None
 
     def full_precision_layers(self, backbone):

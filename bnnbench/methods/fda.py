@@ -255,11 +255,11 @@ class FdaMethod(BinaryMethod):
     def soft_weights(self) -> bool:
         return self.config.weight_noise and self.config.noise_scale > 0
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         c = self.config
         return FourierWeight(c.omega, c.terms_start, scale=c.weight_scale)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return FourierActivation(self.config.omega, self.config.terms_start)
 
     def build_model(self, arch, num_classes, in_channels, image_size):
@@ -295,11 +295,9 @@ class FdaMethod(BinaryMethod):
         c = self.config
         eta = noise_weight_at(epoch, self.epochs, c.noise_scale)
         terms = terms_at(epoch, self.epochs, c.terms_start, c.terms_added)
-        layers = self.binary_layers()
-        self.attach_noise(layers)
-        for _, layer in layers:
-            for quantizer in (layer.weight_quantizer, layer.input_quantizer):
-                quantizer.noise_weight, quantizer.terms = eta, terms
+        self.attach_noise(self.binary_layers())
+        self.set_quantizer_param("noise_weight", eta, inputs=True)
+        self.set_quantizer_param("terms", terms, inputs=True)
         return eta, terms
 
     def on_train_epoch_start(self):
@@ -307,24 +305,6 @@ class FdaMethod(BinaryMethod):
         eta, terms = self.set_schedule(self.current_epoch)
         self.log("train/noise_weight", eta)
         self.log("train/fourier_terms", float(terms))
-
-    @torch.no_grad()
-    def binary_gap(self) -> float:
-        """Mean |w_train − w_eval| over the binary layers: how far the training forward's weights (with the
-        noise term) are from the hard ±α_c weights evaluation uses (the base measures |w − sign(w)|, which
-        α_c ≠ 1 would dominate)."""
-        total, count = 0.0, 0
-        for _, layer in self.binary_layers():
-            quantizer = layer.weight_quantizer
-            was_training = quantizer.training
-            quantizer.train()
-            soft = layer.effective_weight()
-            quantizer.eval()
-            hard = layer.effective_weight()
-            quantizer.train(was_training)
-            total += (soft - hard).abs().sum().item()
-            count += soft.numel()
-        return total / max(count, 1)
 
 
 def search_space(trial) -> dict:

@@ -201,11 +201,11 @@ class IrnetMethod(BinaryMethod):
         c = self.config
         return ede_schedule(self.phase_progress(epoch), c.t_min, c.t_max)
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         t, k = self._ede(0)
         return LibraWeight(t, k, self.config.zero_sign)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         t, k = self._ede(0)
         return EdeSign(t, k, self.config.zero_sign)
 
@@ -221,11 +221,8 @@ class IrnetMethod(BinaryMethod):
     def apply_schedule(self) -> tuple[float, float]:
         """Set the current epoch's (t, k) in every binary layer's weight *and* input quantizer."""
         t, k = self._ede(self.current_epoch)
-        self.set_quantizer_param("t", t)
-        self.set_quantizer_param("k", k)
-        for _, layer in self.binary_layers():  # set_quantizer_param reaches the weight quantizers only
-            if isinstance(layer.input_quantizer, EdeSign):
-                layer.input_quantizer.t, layer.input_quantizer.k = t, k
+        self.set_quantizer_param("t", t, inputs=True)
+        self.set_quantizer_param("k", k, inputs=True)
         return t, k
 
     def on_train_epoch_start(self):

@@ -60,7 +60,7 @@ class PcMethod(BinaryMethod):
     Config = PcConfig
     soft_weights = True
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("pc", mu=self.config.mu_start, alpha=self.config.alpha)
 
     def on_train_epoch_start(self):

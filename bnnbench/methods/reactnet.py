@@ -162,34 +162,16 @@ class ReactnetMethod(BinaryMethod):
         super().__init__(config, arch, num_classes, in_channels, image_size, mode=mode, epochs=epochs)
         self.__dict__["_teacher"] = None  # no submodule: not trained, moved, saved, exported or costed
 
-    @property
-    def activation(self) -> str:
-        return "prelu" if self.config.activation == "rprelu" else self.config.activation
-
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return MagnitudeAwareSign(self.config.weight_gradient)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("approx_sign")
 
     def build_model(self, arch, num_classes, in_channels, image_size):
-        """The binarized backbone, then RPReLU for each PReLU on feature maps (sized by a probe forward pass)
-        and the RSign shift before each binary layer with a binary input."""
+        """The binarized backbone (its activations RPReLU with `activation=rprelu`, one of `archs.ACTIVATIONS`),
+        then the RSign shift before each binary layer with a binary input."""
         model = super().build_model(arch, num_classes, in_channels, image_size)
-        if self.config.activation == "rprelu":
-            channels = {}
-            hooks = [m.register_forward_pre_hook(lambda m, args: channels.__setitem__(id(m), args[0].shape))
-                     for m in model.modules() if isinstance(m, archs.PReLU)]
-            with torch.no_grad():
-                model.eval()(torch.zeros(2, in_channels, image_size, image_size))
-            model.train()
-            for hook in hooks:
-                hook.remove()
-            for name, module in list(model.named_modules()):
-                shape = channels.get(id(module)) if isinstance(module, archs.PReLU) else None
-                if shape is not None and len(shape) == 4:  # feature maps (N, C, H, W): RPReLU's per-channel form
-                    parent, _, child = name.rpartition(".")
-                    setattr(model.get_submodule(parent), child, archs.RPReLU(shape[1]))
         for name, module in list(model.named_modules()):
             if isinstance(module, BinaryLayer) and module.binary_input:
                 parent_name, _, child = name.rpartition(".")

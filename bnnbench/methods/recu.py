@@ -103,24 +103,12 @@ class RecuConfig(MethodConfig):
         if not self.tau_min <= self.tau_max:
             raise BadInput(f"bad values tau_min={self.tau_min!r}, tau_max={self.tau_max!r} for method 'recu': "
                            "need tau_min <= tau_max")
-        if self.warmup_epochs and self.scheduler != "cosine":
-            raise BadInput(f"bad value warmup_epochs={self.warmup_epochs} with scheduler={self.scheduler!r} for "
-                           "method 'recu': the warm-up precedes the cosine schedule only; set warmup_epochs=0")
 
 
 def tau_schedule(progress: float, tau_min: float, tau_max: float) -> float:
     """τ at training progress e/E: A·e^(e/E) + B with A = (τ_max − τ_min)/(e − 1), B = τ_min − A (`cpt_tau`)."""
     a = (tau_max - tau_min) / (math.e - 1)
     return a * math.exp(progress) + tau_min - a
-
-
-def warmup_cosine(epoch: int, epochs: int, warmup: int, floor: float = 0.0) -> float:
-    """LR factor of 0-based `epoch`: (e+1)/W during the warm-up, then the cosine from 1 at epoch W − 1 to
-    `floor` at epoch E, position e − W + 1 of E − W + 1 (released W = 5: T_max = E − 4, first step after epoch 4)."""
-    if epoch < warmup:
-        return (epoch + 1) / warmup
-    span = max(epochs - warmup + 1, 1)
-    return floor + (1 - floor) * (1 + math.cos(math.pi * min(epoch - warmup + 1, span) / span)) / 2
 
 
 def _sign(x: torch.Tensor, zero_sign: bool) -> torch.Tensor:
@@ -189,7 +177,7 @@ class _RecuInput(torch.autograd.Function):
 
 class RecuWeight(nn.Module):
     """ReCU's weight quantizer: α_c·sign of the clamped standardised θ; `tau` is re-set every epoch. α has one
-    entry per output channel: `channels` must be the layer's (the method sets it when it builds the model)."""
+    entry per output channel (`channels`, the layer's, which the method's factory receives)."""
 
     def __init__(self, channels: int = 1, tau: float = 0.85, zero_sign: bool = False):
         super().__init__()
@@ -231,23 +219,20 @@ class RecuMethod(BinaryMethod):
     def _tau(self, epoch: int) -> float:
         return tau_schedule(self.phase_progress(epoch), self.config.tau_min, self.config.tau_max)
 
-    def make_weight_quantizer(self):
-        return RecuWeight(1, self._tau(0), self.config.zero_sign)
+    def make_weight_quantizer(self, layer):
+        return RecuWeight(layer.weight.shape[0], self._tau(0), self.config.zero_sign)
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return RecuInput(self.config.zero_sign)
 
     def build_model(self, arch, num_classes, in_channels, image_size):
-        """The binarized backbone; then each layer's α is sized to its output channels (the quantizer factory
-        does not know the layer), and the released Kaiming-normal initialisation where asked for."""
+        """The binarized backbone, with the released Kaiming-normal initialisation where asked for."""
         model = super().build_model(arch, num_classes, in_channels, image_size)
-        with torch.no_grad():
-            for module in model.modules():
-                quantizer = getattr(module, "weight_quantizer", None)
-                if isinstance(quantizer, RecuWeight):
-                    quantizer.alpha = nn.Parameter(torch.rand(module.weight.shape[0], device=module.weight.device))
-                if self.config.kaiming_init and isinstance(module, nn.Conv2d):  # released `_weights_init`
-                    nn.init.kaiming_normal_(module.weight)
+        if self.config.kaiming_init:
+            with torch.no_grad():
+                for module in model.modules():
+                    if isinstance(module, nn.Conv2d):  # released `_weights_init`
+                        nn.init.kaiming_normal_(module.weight)
         return model
 
     def apply_schedule(self) -> float:
@@ -259,15 +244,6 @@ class RecuMethod(BinaryMethod):
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self.log("train/tau", self.apply_schedule())
-
-    def configure_optimizers(self):
-        c = self.config
-        if not c.warmup_epochs:
-            return super().configure_optimizers()
-        optimizer = self.make_optimizer()
-        epochs, warmup, floor = self.epochs, c.warmup_epochs, c.lr_min / c.lr
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: warmup_cosine(e, epochs, warmup, floor))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 def search_space(trial) -> dict:

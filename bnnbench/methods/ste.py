@@ -74,10 +74,10 @@ class SteMethod(BinaryMethod):
     paper_config = {"lr": 0.01, "scheduler": "linear", "lr_interval": "step", "activation_quantizer": "approx_sign",
                     "fp_shortcuts": True, "phase1_epochs": None, "clamp_before_step": True}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("ste" if self.config.backward == "identity" else "bnn")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         name = self.config.activation_quantizer
         return None if name == "none" else get_quantizer(name)
 

@@ -108,10 +108,10 @@ class XnorMethod(BinaryMethod):
         "binary_conv_bias": True, "init_std": 0.05,
     }
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("xnor_released" if self.config.rule == "released" else "xnor")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("xnor_input_released" if self.config.rule == "released" else "bnn")
 
     def build_model(self, arch, num_classes, in_channels, image_size):

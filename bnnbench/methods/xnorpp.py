@@ -187,10 +187,10 @@ class XnorppMethod(BinaryMethod):
     paper_config = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "cosine", "lr_min": 0.0,
                     "scale": "factorised", "activation": "hardtanh", "fp_shortcuts": True}
 
-    def make_weight_quantizer(self):
+    def make_weight_quantizer(self, layer):
         return get_quantizer("bnn")
 
-    def make_input_quantizer(self):
+    def make_input_quantizer(self, layer):
         return get_quantizer("bnn")
 
     def build_model(self, arch, num_classes, in_channels, image_size):
