@@ -135,8 +135,6 @@ def teacher_run_id(resolved: ResolvedRun) -> str | None:
         return None
     if getattr(config, "teacher_run_id", None) is not None:
         return config.teacher_run_id
-    from bnnbench.suite import cell_state
-
     teacher = RunConfig(method="fp", dataset=resolved.dataset, arch=resolved.arch, mode=resolved.mode,
                         epochs=resolved.epochs, batch_size=resolved.batch_size, image_size=resolved.image_size,
                         seed=resolved.seed, precision=resolved.precision, compile=resolved.compile,
@@ -144,7 +142,7 @@ def teacher_run_id(resolved: ResolvedRun) -> str | None:
                         tracking_uri=resolved.tracking_uri, checkpoint_dir=resolved.checkpoint_dir,
                         accelerator=resolved.accelerator, devices=resolved.devices, num_nodes=resolved.num_nodes,
                         strategy=resolved.strategy, progress=resolved.progress, wandb=resolved.wandb)
-    state, found = cell_state(resolved.tracking_uri, resolve(teacher))
+    state, found = tracking.recorded_state(resolved.tracking_uri, resolve(teacher))
     if state == "done":
         return found["run_id"]
     log.info(f"training the full-precision teacher of {resolved.run_name} first")

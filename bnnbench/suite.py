@@ -149,28 +149,6 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def cell_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None]:
-    """What to do with one cell: ("done" | "running" | "resume" | "new", the run it concerns, as
-    `tracking.runs_with` describes it)."""
-    from bnnbench import tracking
-    from bnnbench.identity import code_id
-
-    if not tracking.store_exists(tracking_uri):
-        return "new", None
-    runs = [run for run in tracking.runs_with(tracking_uri, resolved.experiment,
-                                              {tracking.CONFIG_ID_TAG: resolved.config_id,
-                                               tracking.CODE_ID_TAG: code_id()}, resolved.seed)
-            if "tuning.role" not in run["tags"]]  # a tuning trial is no cell of a suite
-    finished = [run for run in runs if run["status"] == "FINISHED"]
-    if finished:
-        return "done", finished[0]
-    alive = [run for run in runs if run["status"] == "RUNNING" and tracking.owner_gone(run["tags"]) is None]
-    if alive:
-        return "running", alive[0]
-    interrupted = [run for run in runs if run["status"] in ("KILLED", "RUNNING")]  # RUNNING: its owner is gone
-    return ("resume", interrupted[0]) if interrupted else ("new", None)
-
-
 def check_data(resolved: list) -> None:
     """Every distinct dataset of the suite is found and loads, before any cell trains."""
     from bnnbench.runner import build_datamodule
@@ -373,9 +351,9 @@ def _run_cell(cfg: RunConfig, res, label: str, dry_run: bool, echo, started: flo
     `takeover`: this process holds the cell's trial of a shared suite, so a RUNNING run of the cell is a
     dead worker's (Optuna's heartbeat said so), whatever its own heartbeat tag still says.
     """
-    from bnnbench import distributed, runner
+    from bnnbench import distributed, runner, tracking
 
-    state, run = cell_state(res.tracking_uri, res)
+    state, run = tracking.recorded_state(res.tracking_uri, res)
     run_id = run["run_id"] if run else None
     if state == "running" and takeover:
         state = "resume"

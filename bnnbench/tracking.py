@@ -585,6 +585,27 @@ def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int)
 
 
 # -- datasets and models of runs ---------------------------------------------------------------------------
+
+def recorded_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None]:
+    """What the store holds of one resolved run description with this code (a suite's cell, a distillation's
+    teacher): ("done" | "running" | "resume" | "new", the run it concerns, as `runs_with` describes it)."""
+    from bnnbench.identity import code_id
+
+    if not store_exists(tracking_uri):
+        return "new", None
+    tags = {CONFIG_ID_TAG: resolved.config_id, CODE_ID_TAG: code_id()}
+    runs = [run for run in runs_with(tracking_uri, resolved.experiment, tags, resolved.seed)
+            if "tuning.role" not in run["tags"]]  # a tuning trial is no suite cell or teacher
+    finished = [run for run in runs if run["status"] == "FINISHED"]
+    if finished:
+        return "done", finished[0]
+    alive = [run for run in runs if run["status"] == "RUNNING" and owner_gone(run["tags"]) is None]
+    if alive:
+        return "running", alive[0]
+    interrupted = [run for run in runs if run["status"] in ("KILLED", "RUNNING")]  # RUNNING: its owner is gone
+    return ("resume", interrupted[0]) if interrupted else ("new", None)
+
+
 def dataset_input(description: dict[str, Any]):
     """An MLflow `DatasetInput` (context "training") from `TensorDataModule.describe()`; no data is uploaded.
 
