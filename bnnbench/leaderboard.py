@@ -263,7 +263,17 @@ def _label_configs(groups: list[dict]) -> None:
         settings = [{**g["config"], **g["run"]} for g in same]
         varying = sorted({k for s in settings for k in s if any(t.get(k) != settings[0].get(k) for t in settings)})
         mine = {**group["config"], **group["run"]}
-        group["label"] = " ".join([f"`{group['config_id'][:8]}`"] + [f"{k}={mine.get(k, '')}" for k in varying])
+        shown = [f"{k}={_setting(mine[k])}" for k in varying if k in mine]  # keys an older run lacks: left out
+        group["label"] = " ".join([f"`{group['config_id'][:8]}`", *shown])
+
+
+def _setting(text) -> str:
+    """A recorded setting as a label shows it: numbers to 4 significant digits (a tuned lr of
+    0.0011781448719376517 reads 0.001178), integers and everything else as recorded."""
+    text = str(text)
+    if text.lstrip("-").isdigit() or not _is_number(text):
+        return text
+    return format(float(text), ".4g")
 
 
 def _match(group: dict, published: pd.DataFrame, dataset: str) -> tuple[int, pd.Series] | None:
@@ -442,8 +452,7 @@ def tuning_label(tuning: dict | None) -> str:
 
 def _tuned_values(tuning: dict | None) -> str:
     def show(value) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else "/".join(show(v) for v in value) \
-            if isinstance(value, list) else str(value)
+        return "/".join(show(v) for v in value) if isinstance(value, list) else _setting(value)
 
     return ", ".join(f"{k}={show(v)}" for k, v in sorted((tuning or {}).get("params", {}).items()))
 

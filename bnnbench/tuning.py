@@ -414,7 +414,8 @@ class SharedPruning(PyTorchLightningPruningCallback):
     processes: rank 0 (which holds the trial) reports and asks the pruner as in one process, and the
     others (`trial=None`) learn its decision through Lightning's `strategy.broadcast`, so all of them
     stop with `TrialPruned` together. (The library's own multi-process path expects every process to
-    hold the trial, as with `ddp_spawn`, and a `check_pruned()` call after `fit`.)"""
+    hold the trial, as with `ddp_spawn`, and a `check_pruned()` call after `fit`.) The last epoch is
+    reported but never pruned: a trial that ran all its epochs has spent its whole budget and completes."""
 
     def __init__(self, trial):
         super().__init__(trial, monitor=PRUNE_MONITOR)
@@ -428,7 +429,8 @@ class SharedPruning(PyTorchLightningPruningCallback):
             try:
                 super().on_validation_end(trainer, module)
             except optuna.TrialPruned as stop:
-                pruned = str(stop)
+                last = trainer.max_epochs is not None and module.current_epoch + 1 >= trainer.max_epochs
+                pruned = None if last else str(stop)
         if trainer.world_size > 1:
             pruned = trainer.strategy.broadcast(pruned)
         if pruned:

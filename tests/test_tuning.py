@@ -112,6 +112,16 @@ def test_pruned_trial_is_pruned_in_optuna_and_never_finished_in_mlflow(tracking_
     assert parents[0].info.status == "FINISHED" and "study/best_value" not in parents[0].data.metrics
 
 
+def test_a_trial_that_ran_every_epoch_completes_whatever_the_pruner_says(tracking_uri):
+    cfg = RunConfig(method="ste", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress="none")
+    result = tuning.tune(cfg, trials=1, pruner=optuna.pruners.ThresholdPruner(lower=1.5), echo=lambda line: None)
+    assert result.states == {"COMPLETE": 1}
+    trial = optuna.load_study(study_name="ste-fake-tiny-fair", storage=result.storage).trials[0]
+    assert list(trial.intermediate_values) == [0] and trial.value == trial.intermediate_values[0]  # reported
+    _, trials = _split(_runs(tracking_uri, "fake"))
+    assert trials[0].info.status == "FINISHED"
+
+
 def test_failed_trial_is_recorded_and_the_study_goes_on(tracking_uri, monkeypatch):
     import bnnbench.methods.fp as fp
 
