@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -267,13 +268,14 @@ def _label_configs(groups: list[dict]) -> None:
         group["label"] = " ".join([f"`{group['config_id'][:8]}`", *shown])
 
 
+_DECIMAL = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
+
+
 def _setting(text) -> str:
-    """A recorded setting as a label shows it: numbers to 4 significant digits (a tuned lr of
-    0.0011781448719376517 reads 0.001178), integers and everything else as recorded."""
-    text = str(text)
-    if text.lstrip("-").isdigit() or not _is_number(text):
-        return text
-    return format(float(text), ".4g")
+    """A recorded setting as a label shows it: every decimal number in it to 4 significant digits (a tuned
+    lr of 0.0011781448719376517 reads 0.001178, a pair (0.06517805439204108, 1.95298337618) (0.06518, 1.953)),
+    integers and everything else as recorded."""
+    return _DECIMAL.sub(lambda number: format(float(number.group()), ".4g"), str(text))
 
 
 def _match(group: dict, published: pd.DataFrame, dataset: str) -> tuple[int, pd.Series] | None:

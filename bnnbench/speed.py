@@ -90,7 +90,7 @@ class _Synthetic(torch.utils.data.Dataset):
         return self.x, self.y
 
 
-class _Method:
+class SteppedMethod:
     """One method's LightningModule and synthetic batch; `fit(n)` runs n training steps through Lightning."""
 
     def __init__(self, method: str, dataset: str, arch: str | None, batch_size: int, image_size: int | None,
@@ -141,7 +141,7 @@ def bench_step(methods: list[str], dataset: str = "cifar10", arch: str | None = 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(methods))
     built, timings = [], []
     for method in methods:
-        entry = _Method(method, dataset, arch, batch_size, image_size, dev, channels_last, precision, compile)
+        entry = SteppedMethod(method, dataset, arch, batch_size, image_size, dev, channels_last, precision, compile)
         timing = StepTiming(method)
         started = time.perf_counter()
         if warmup:

@@ -188,12 +188,13 @@ def test_seeds_of_one_config_are_one_group_and_configs_are_separate(published):
 
 
 def test_config_labels_round_numbers_and_leave_out_settings_a_run_lacks(published):
-    tuned = fake_run("t0", 0.95, lr=0.0011781448719376517, weight_decay=2.5e-06, mu_growth=1.05)
+    tuned = fake_run("t0", 0.95, lr=0.0011781448719376517, weight_decay=2.5e-06, mu_growth=1.05,
+                     alpha_clamp=(0.06517805439204108, 1.9529833761873385))
     older = fake_run("o0", 0.90, lr=0.001)  # recorded before the configs had `weight_decay`, `mu_growth`
     page, _ = leaderboard.render(rows(tuned, older), published, plots=False)
     label = header(page).index("config")
     tuned_label, older_label = table_row(page, "lr=0.001178")[label], table_row(page, "lr=0.001")[label]
-    assert tuned_label.endswith(" lr=0.001178 mu_growth=1.05 weight_decay=2.5e-06")
+    assert tuned_label.endswith(" alpha_clamp=(0.06518, 1.953) lr=0.001178 mu_growth=1.05 weight_decay=2.5e-06")
     assert older_label.endswith(" lr=0.001")
 
 

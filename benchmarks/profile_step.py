@@ -1,0 +1,113 @@
+"""Where a method's training step spends the time the `fp` step does not: torch.profiler over the steps
+`bnnbench bench-step` times (the same Lightning-driven `bnnbench.speed.SteppedMethod`), op by op, each
+method against `fp`, and the memory-traffic floor of the elementwise work a binary method adds.
+
+    python benchmarks/profile_step.py --arch resnet18 --methods ste bnn bnew --steps 3
+    python benchmarks/profile_step.py --arch resnet20 --methods all --steps 10 --compile
+
+Per method it prints the profiled ms per step, the difference from fp, and the ops whose self CPU time
+per step differs most from fp's (a method's own kernels, or fp's where the method runs fewer). The floor:
+a binary layer's sign must read its input and write the sign (forward), and its gradient factor read
+the incoming gradient and write the gated one (backward); its latent weights are passed over by the
+quantizer, its gradient and the optimizer. One such pass is timed here as a copy (`Tensor.copy_`: read
+n floats, write n) over as many elements as the binary layers' inputs (per step, at this batch) and their
+latent weights, so "2 input passes + 3 weight passes" is about the least elementwise time a W1A1 method
+can add on this machine, and "3 weight passes" what a BWN method can add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections import defaultdict
+
+import torch
+
+from bnnbench.layers import binary_layers
+from bnnbench.registry import METHODS
+from bnnbench.speed import SteppedMethod
+
+
+def copy_ms(elements: int, repeats: int = 7) -> float:
+    """Median ms of one read-n-write-n pass over `elements` float32 values."""
+    if not elements:
+        return 0.0
+    source, target = torch.randn(elements), torch.empty(elements)
+    target.copy_(source)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        target.copy_(source)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def binary_sizes(entry: SteppedMethod) -> tuple[int, int]:
+    """Elements of the binary layers' inputs (those with an input quantizer) in one forward pass of the
+    batch, and of their latent weights."""
+    seen = []
+    layers = binary_layers(entry.module.model)
+    hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].numel()))
+             for _, layer in layers if layer.binary_input]
+    with torch.no_grad():
+        entry.module.model.eval()(entry.x)
+    entry.module.model.train()
+    for hook in hooks:
+        hook.remove()
+    return sum(seen), sum(layer.weight.numel() for _, layer in layers)
+
+
+def profile(entry: SteppedMethod, steps: int) -> tuple[float, dict[str, float]]:
+    """ms per step (self CPU time of every op, summed) and ms per step of each op."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        entry.fit(steps)
+    batches = steps + 1  # fit(n) runs n + 1 batches (the last one's start ends the last timed step)
+    per_op = defaultdict(float)
+    for event in prof.key_averages():
+        per_op[event.key] += event.self_cpu_time_total / 1000 / batches
+    return sum(per_op.values()), per_op
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--methods", nargs="+", default=["ste", "bnn"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--top", type=int, default=6)
+    args = parser.parse_args()
+    methods = [m for m in METHODS.names() if m != "fp"] if args.methods == ["all"] else args.methods
+    if args.compile:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * (len(methods) + 1))
+    warnings.filterwarnings("ignore")
+    device = torch.device("cpu")
+    entries = {}
+    for method in ["fp", *methods]:
+        entries[method] = SteppedMethod(method, args.dataset, args.arch, args.batch_size, None, device, False,
+                                        "32-true", args.compile)
+        entries[method].fit(2)  # warm-up (compilation)
+    inputs, weights = max(binary_sizes(e) for e in entries.values())
+    input_pass, weight_pass = copy_ms(inputs), copy_ms(weights)
+    print(f"{args.arch}, batch {args.batch_size}, {'compiled' if args.compile else 'eager'}, "
+          f"{torch.get_num_threads()} threads: binary-layer inputs {inputs / 1e6:.1f} M elements "
+          f"(one copy pass {input_pass:.1f} ms), latent weights {weights / 1e6:.2f} M ({weight_pass:.1f} ms)")
+    fp_ms, fp_ops = profile(entries["fp"], args.steps)
+    print(f"fp: {fp_ms:.1f} ms per step (profiled)")
+    for method in methods:
+        ms, ops = profile(entries[method], args.steps)
+        inputs_here, weights_here = binary_sizes(entries[method])
+        floor = (2 * input_pass if inputs_here else 0.0) + (3 * weight_pass if weights_here else 0.0)
+        print(f"\n{method}: {ms:.1f} ms ({ms / fp_ms:.3f} × fp, {ms - fp_ms:+.1f} ms); elementwise floor "
+              f"{floor:.1f} ms ({(fp_ms + floor) / fp_ms:.3f} × fp)")
+        differences = sorted(((ops.get(k, 0.0) - fp_ops.get(k, 0.0), k) for k in set(ops) | set(fp_ops)),
+                             key=lambda d: -abs(d[0]))
+        for difference, key in differences[:args.top]:
+            print(f"  {difference:+8.1f} ms  {key}  ({ops.get(key, 0.0):.1f} vs fp {fp_ops.get(key, 0.0):.1f})")
+
+
+if __name__ == "__main__":
+    main()
