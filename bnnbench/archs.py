@@ -35,11 +35,13 @@ from bnnbench.registry import unknown_choice
 
 
 class _PReLUFunction(torch.autograd.Function):
-    """PReLU with one slope a: y = x if x > 0 else a·x; ∂x = ℓ'·(1 if x > 0 else a), ∂a = Σ ℓ'·min(x, 0).
+    """PReLU with one slope a, or one a_c per channel (dim 1): y = x if x > 0 else a·x; ∂x = ℓ'·(1 if x > 0
+    else a), ∂a = Σ ℓ'·min(x, 0) (per channel: summed over every other dim).
 
     The forward is PyTorch's own `F.prelu` kernel (one pass); the backward is ours, with the same values
     (x = 0 takes the slope, as there) and 3× faster on the CPU: PyTorch's slope-gradient kernel made
-    DRA's, Bop's and BNEW's steps 1.4–1.6× the FP step (measured 5.0 vs 16.1 ms on 2M elements).
+    DRA's, Bop's and BNEW's steps 1.4–1.6× the FP step (measured 5.0 vs 16.1 ms on 2M elements), and its
+    per-channel kernel was ReActNet's largest extra cost (67 of 165 ms a resnet20 step, profiled).
     """
 
     @staticmethod
@@ -52,11 +54,15 @@ class _PReLUFunction(torch.autograd.Function):
         x, slope = ctx.saved_tensors
         positive = torch.ops.aten.threshold_backward(grad, x, 0)  # ℓ' where x > 0, else 0 (ReLU's kernel)
         negative = grad - positive  # ℓ' where x ≤ 0, else 0
-        if torch.compiler.is_compiling():  # a sum Inductor fuses into the elementwise kernel
+        factor = slope
+        if slope.numel() > 1:  # per channel
+            grad_slope = (negative * x).sum([d for d in range(x.dim()) if d != 1])
+            factor = slope.reshape((1, -1) + (1,) * (x.dim() - 2))
+        elif torch.compiler.is_compiling():  # a sum Inductor fuses into the elementwise kernel
             grad_slope = (negative * x).sum()
         else:  # BLAS dot: no product tensor (a dot is an opaque call that splits Inductor's kernels)
             grad_slope = torch.dot(negative.reshape(-1), x.reshape(-1))
-        return negative.mul_(slope).add_(positive), grad_slope.reshape(slope.shape)  # exact: one term is 0
+        return negative.mul_(factor).add_(positive), grad_slope.reshape(slope.shape)  # exact: one term is 0
 
 
 class PReLU(nn.PReLU):
@@ -284,7 +290,7 @@ class RPReLU(nn.PReLU):
         self.shift_out = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.prelu(x + self.shift_in, self.weight) + self.shift_out
+        return _PReLUFunction.apply(x + self.shift_in, self.weight) + self.shift_out
 
 
 class BnewBlock(nn.Module):

@@ -76,6 +76,27 @@ def test_fast_prelu_matches_pytorch_values_and_gradients(slope):
     assert torch.allclose(fast_slope, reference.weight.grad)
 
 
+def test_fast_prelu_per_channel_matches_pytorch_values_and_gradients():
+    from bnnbench.archs import RPReLU
+
+    x = torch.randn(4, 3, 5, 5)
+    x[0, 0, 0, :3] = 0.0  # x = 0 takes the slope
+    x.requires_grad_(True)
+    grad = torch.randn(4, 3, 5, 5)
+    fast, reference = RPReLU(3), torch.nn.PReLU(num_parameters=3)
+    with torch.no_grad():
+        fast.weight.copy_(torch.tensor([0.25, -0.4, 0.9]))
+        reference.weight.copy_(fast.weight)
+    y = fast(x)  # shifts 0: PReLU itself
+    y.backward(grad)
+    fast_x, fast_slope = x.grad.clone(), fast.weight.grad.clone()
+    x.grad = None
+    assert torch.equal(y, reference(x))
+    reference(x).backward(grad)
+    assert torch.equal(fast_x, x.grad)
+    torch.testing.assert_close(fast_slope, reference.weight.grad)
+
+
 def test_sign_of_negative_zero_is_plus_one_eager_and_compiled():
     """Inductor folds x + 0.0 into x, so the eager trick alone would send −0.0 to −1 under --compile."""
     from bnnbench.quantizers import sign
