@@ -306,7 +306,7 @@ def _raise_terminated(signum, frame):
 def check_terminated() -> None:
     """Raise `Terminated` if SIGTERM came but its exception was lost: raised inside a finalizer or a weakref
     callback, Python prints "Exception ignored in ..." and goes on, and the run would train to its end.
-    Called after every batch (`callbacks.Heartbeat`) and when a run ends."""
+    Called after every batch (`callbacks.Heartbeat`); `RecordedRun.__exit__` reads the same flag."""
     if _terminated.is_set():
         raise Terminated()
 
@@ -584,8 +584,6 @@ def runs_with(uri: str | None, experiment: str, tags: dict[str, str], seed: int)
              "metrics": dict(r.data.metrics)} for r in runs]
 
 
-# -- datasets and models of runs ---------------------------------------------------------------------------
-
 def recorded_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None]:
     """What the store holds of one resolved run description with this code (a suite's cell, a distillation's
     teacher): ("done" | "running" | "resume" | "new", the run it concerns, as `runs_with` describes it)."""
@@ -606,6 +604,7 @@ def recorded_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None
     return ("resume", interrupted[0]) if interrupted else ("new", None)
 
 
+# -- datasets and models of runs ---------------------------------------------------------------------------
 def dataset_input(description: dict[str, Any]):
     """An MLflow `DatasetInput` (context "training") from `TensorDataModule.describe()`; no data is uploaded.
 
