@@ -1,6 +1,7 @@
 """Where a method's training step spends the time the `fp` step does not: torch.profiler over the steps
 `bnnbench bench-step` times (the same Lightning-driven `bnnbench.speed.SteppedMethod`), op by op, each
-method against `fp`, and the memory-traffic floor of the elementwise work a binary method adds.
+method against `fp` (in rounds, a few steps of every method in turn, as bench-step times them, so drift of
+the machine lands on every method alike), and the memory-traffic floor of the elementwise work a binary method adds.
 
     python benchmarks/profile_step.py --arch resnet18 --methods ste bnn bnew --steps 3
     python benchmarks/profile_step.py --arch resnet20 --methods all --steps 10 --compile
@@ -59,15 +60,26 @@ def binary_sizes(entry: SteppedMethod) -> tuple[int, int]:
     return sum(seen), sum(layer.weight.numel() for _, layer in layers)
 
 
-def profile(entry: SteppedMethod, steps: int) -> tuple[float, dict[str, float]]:
-    """ms per step (self CPU time of every op, summed) and ms per step of each op."""
+def profile(entry: SteppedMethod, steps: int, per_op: dict[str, float]) -> int:
+    """Add the self CPU ms of every op over `steps` profiled steps to `per_op`; returns the batches run."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         entry.fit(steps)
-    batches = steps + 1  # fit(n) runs n + 1 batches (the last one's start ends the last timed step)
-    per_op = defaultdict(float)
     for event in prof.key_averages():
-        per_op[event.key] += event.self_cpu_time_total / 1000 / batches
-    return sum(per_op.values()), per_op
+        per_op[event.key] += event.self_cpu_time_total / 1000
+    return steps + 1  # fit(n) runs n + 1 batches (the last one's start ends the last timed step)
+
+
+def profile_in_rounds(entries: dict[str, SteppedMethod], steps: int, rounds: int) -> dict[str, dict[str, float]]:
+    """ms per step of each op, per method, profiled in `rounds` rounds of a few steps of every method in turn
+    (as `speed.bench_step` times them), so drift of the machine lands on every method alike."""
+    per_op = {name: defaultdict(float) for name in entries}
+    batches = dict.fromkeys(entries, 0)
+    rounds = max(1, min(rounds, steps))
+    for r in range(rounds):
+        chunk = steps // rounds + (r < steps % rounds)
+        for name, entry in entries.items():
+            batches[name] += profile(entry, chunk, per_op[name])
+    return {name: {k: v / batches[name] for k, v in ops.items()} for name, ops in per_op.items()}
 
 
 def main() -> None:
@@ -76,6 +88,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--methods", nargs="+", default=["ste", "bnn"])
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--top", type=int, default=6)
@@ -95,10 +108,13 @@ def main() -> None:
     print(f"{args.arch}, batch {args.batch_size}, {'compiled' if args.compile else 'eager'}, "
           f"{torch.get_num_threads()} threads: binary-layer inputs {inputs / 1e6:.1f} M elements "
           f"(one copy pass {input_pass:.1f} ms), latent weights {weights / 1e6:.2f} M ({weight_pass:.1f} ms)")
-    fp_ms, fp_ops = profile(entries["fp"], args.steps)
+    profiled = profile_in_rounds(entries, args.steps, args.rounds)
+    fp_ops = profiled["fp"]
+    fp_ms = sum(fp_ops.values())
     print(f"fp: {fp_ms:.1f} ms per step (profiled)")
     for method in methods:
-        ms, ops = profile(entries[method], args.steps)
+        ops = profiled[method]
+        ms = sum(ops.values())
         inputs_here, weights_here = binary_sizes(entries[method])
         floor = (2 * input_pass if inputs_here else 0.0) + (3 * weight_pass if weights_here else 0.0)
         print(f"\n{method}: {ms:.1f} ms ({ms / fp_ms:.3f} × fp, {ms - fp_ms:+.1f} ms); elementwise floor "

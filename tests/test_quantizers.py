@@ -97,6 +97,16 @@ def test_fast_prelu_per_channel_matches_pytorch_values_and_gradients():
     torch.testing.assert_close(fast_slope, reference.weight.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_bnn_gate_is_closed_at_abs_one_in_every_float_dtype(dtype):
+    """The eager gate is a fused kernel with open bounds just beyond ±1: ±1 must pass, their neighbours not."""
+    one, eps = torch.tensor(1.0, dtype=dtype), torch.finfo(dtype).eps
+    theta = torch.stack([-one - eps, -one, -one + eps / 2, -0.0 * one, one - eps, one, one + eps])
+    _, g = forward_backward(get_quantizer("bnn"), theta, torch.full_like(theta, 2.0))
+    assert g.dtype == dtype
+    assert g.tolist() == [0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0]
+
+
 def test_sign_of_negative_zero_is_plus_one_eager_and_compiled():
     """Inductor folds x + 0.0 into x, so the eager trick alone would send −0.0 to −1 under --compile."""
     from bnnbench.quantizers import sign

@@ -82,12 +82,21 @@ from torch import nn
 from bnnbench.config import MethodConfig, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from bnnbench.layers import binary_layers
 from bnnbench.methods.base import BinaryMethod
-from bnnbench.quantizers import sign
+from bnnbench.quantizers import sign, unit_gate_backward
 from bnnbench.registry import METHODS
 
-# |sin(ωx)| below this is treated as 0 in the closed form; the exact sum differs from its limit there by a
-# relative (2mωx)²/6 < 1e-20
+# ω|x| is raised to at least this in the closed form, where sin(2mωx)/sin(ωx) equals its limit 2m at x = 0
+# to float precision (the two differ by a relative (2mωx)²/6 < 1e-20)
 _TINY = 1e-12
+
+
+def _dirichlet(x: torch.Tensor, omega: float, terms: int) -> torch.Tensor:
+    """(2ω/π)·sin(2mω|x|)/sin(ω|x|), m = `terms`, for every x (not gated), in one new tensor: in-place steps
+    after the first, as this runs over every binary layer's input each step (on resnet20 it halved FDA's
+    gradient time against a form with a temporary per step)."""
+    angle = x.abs().mul_(omega).clamp_min_(_TINY)  # even in x; > 0, so the denominator never vanishes
+    denominator = torch.sin(angle)
+    return angle.mul_(2 * terms).sin_().div_(denominator).mul_(2 * omega / math.pi)
 
 
 def fourier_sign_grad(x: torch.Tensor, omega: float, terms: int) -> torch.Tensor:
@@ -98,17 +107,12 @@ def fourier_sign_grad(x: torch.Tensor, omega: float, terms: int) -> torch.Tensor
     2 sin t cos((2i+1)t) = sin((2i+2)t) − sin(2it)), so the value is (2ω/π)·sin(2mωx)/sin(ωx), with the
     limit (4ω/π)·m at x = 0. With 0 < ω < π, sin(ωx) vanishes on [−1, 1] only at x = 0.
     """
-    theta = x.clamp(-1.0, 1.0) * omega
-    denominator = torch.sin(theta)
-    tiny = denominator.abs() < _TINY
-    ratio = torch.sin(theta * (2 * terms)) / torch.where(tiny, 1.0, denominator)
-    value = torch.where(tiny, float(2 * terms), ratio).mul_(2 * omega / math.pi)
-    return torch.where(x.abs() <= 1, value, 0.0)
+    return unit_gate_backward(_dirichlet(x, omega, terms), x)
 
 
 class _FourierSign(torch.autograd.Function):
-    """Forward sign(x) (sign(0) = +1); backward ℓ'·`fourier_sign_grad`(x). Saves x (for weights, the
-    Parameter itself)."""
+    """Forward sign(x) (sign(0) = +1); backward ℓ'·`fourier_sign_grad`(x), the product taken before the
+    gate so that the gate is the one fused pass. Saves x (for weights, the Parameter itself)."""
 
     @staticmethod
     def forward(ctx, x, omega: float, terms: int):
@@ -119,7 +123,7 @@ class _FourierSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * fourier_sign_grad(x, ctx.omega, ctx.terms), None, None
+        return unit_gate_backward(_dirichlet(x, ctx.omega, ctx.terms).mul_(grad), x), None, None
 
 
 class NoiseAdaptation(nn.Module):
@@ -140,7 +144,7 @@ class NoiseAdaptation(nn.Module):
         self.rows = rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.sine * torch.sin(x)
+        out = torch.sin(x).mul_(self.sine)  # in place: sin's backward needs x, not its output
         if self.fc1 is None:
             return out
         if self.rows:
@@ -149,7 +153,7 @@ class NoiseAdaptation(nn.Module):
             mlp = self.fc2(F.relu(self.fc1(x)))
         else:
             mlp = self.fc2(F.relu(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
-        return out + mlp
+        return out.add_(mlp)
 
     def extra_repr(self) -> str:
         return f"sine={self.sine:g}, rows={self.rows}"
@@ -178,7 +182,7 @@ class _Fourier(nn.Module):
     def _with_noise(self, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         noise = self.__dict__["noise"]
         if self.training and noise is not None and self.noise_weight:
-            return b + self.noise_weight * noise(x)
+            return torch.add(b, noise(x), alpha=self.noise_weight)
         return b
 
     def extra_repr(self) -> str:

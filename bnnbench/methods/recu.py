@@ -156,23 +156,30 @@ class _Recu(torch.autograd.Function):
 
 class _RecuInput(torch.autograd.Function):
     """Activations: forward sign(x); backward ApproxSign at x₀ = x/s (s = √(var + ε) per sample) and the
-    exact derivative of that division (module docstring). Saves x and s."""
+    exact derivative of that division (module docstring). Saves x, x̄ and s.
+
+    The variance is taken in two passes, mean then Σ(x − x̄)² (as exact: 1e-7 relative on resnet20's inputs,
+    float64 as reference): `Tensor.var`'s one-pass Welford kernel took 80 ms of a 360 ms resnet20 step on the
+    CPU, the two passes 10× less; the backward works in place on its two temporaries.
+    """
 
     @staticmethod
     def forward(ctx, x, zero_sign: bool):
         dims = tuple(range(1, x.dim()))
-        spread = torch.sqrt(x.var(dim=dims, keepdim=True) + EPS)
-        ctx.save_for_backward(x, spread)
+        mean = x.mean(dim=dims, keepdim=True)
+        squares = (x - mean).square_().sum(dim=dims, keepdim=True)
+        spread = torch.sqrt(squares / (x[0].numel() - 1) + EPS)
+        ctx.save_for_backward(x, mean, spread)
         return _sign(x, zero_sign)
 
     @staticmethod
     def backward(ctx, grad):
-        x, spread = ctx.saved_tensors
+        x, mean, spread = ctx.saved_tensors
         dims = tuple(range(1, x.dim()))
         n = x[0].numel()
-        g0 = grad * (2 - 2 * (x / spread).abs()).clamp_(min=0)
-        centred = x - x.mean(dim=dims, keepdim=True)
-        return (g0 - centred * (g0 * x).sum(dim=dims, keepdim=True) / ((n - 1) * spread.square())) / spread, None
+        g0 = (x / spread).abs_().mul_(-2).add_(2).clamp_(min=0).mul_(grad)  # ℓ'·max(0, 2 − 2|x₀|)
+        coefficient = (g0 * x).sum(dim=dims, keepdim=True) / ((n - 1) * spread.square())
+        return g0.sub_((x - mean).mul_(coefficient)).div_(spread), None
 
 
 class RecuWeight(nn.Module):
