@@ -420,11 +420,11 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
     print(f"{args.arch}, batch {args.batch_size}, {args.dataset} shape, {args.device} ({device}), "
           f"precision {args.precision}{', compiled' if args.compile else ''}"
           f"{', channels_last' if args.channels_last else ''}; median of {args.steps} steps")
-    print(f"{'method':<10} {'ms/step':>9} {'min':>9} {'max':>9} {'ratio':>6} {memory:>22}")
+    print(f"{'method':<10} {'ms/step':>9} {'min':>9} {'max':>9} {'ratio':>6} {'min ratio':>9} {memory:>22}")
     for r in rows:
-        ratio = "" if r["ratio_to_fp"] is None else f"{r['ratio_to_fp']:.3f}"
+        ratio, min_ratio = ("" if r[k] is None else f"{r[k]:.3f}" for k in ("ratio_to_fp", "min_ratio_to_fp"))
         print(f"{r['method']:<10} {r['median_ms']:>9.1f} {r['min_ms']:>9.1f} {r['max_ms']:>9.1f} {ratio:>6} "
-              f"{r['memory_mib']:>22.1f}")
+              f"{min_ratio:>9} {r['memory_mib']:>22.1f}")
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bnnbench.cli import main
 
 
@@ -13,9 +15,10 @@ def test_bench_step_reports_each_method_against_fp(capsys):
                  "--batch-size", "8", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in rows] == ["fp", "ste", "dra"]
-    assert rows[0]["ratio_to_fp"] == 1.0
+    assert rows[0]["ratio_to_fp"] == rows[0]["min_ratio_to_fp"] == 1.0
     for row in rows:
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+        assert row["min_ratio_to_fp"] == pytest.approx(row["min_ms"] / rows[0]["min_ms"], abs=2e-3)
         assert row["memory_mib"] > 0  # bytes autograd saved for backward
 
 
