@@ -152,7 +152,9 @@ class NoiseAdaptation(nn.Module):
         elif self.features_last:
             mlp = self.fc2(F.relu(self.fc1(x)))
         else:
-            mlp = self.fc2(F.relu(self.fc1(x.movedim(1, -1)))).movedim(-1, 1)
+            # contiguous: the strided (channels-last) result slowed the sums and the backward after it
+            # (resnet18 fda step 6.4–7.1 → 5.6–6.2 s, alternated in one process)
+            mlp = self.fc2(F.relu(self.fc1(x.movedim(1, -1)))).movedim(-1, 1).contiguous()
         return out.add_(mlp)
 
     def extra_repr(self) -> str:
