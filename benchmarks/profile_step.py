@@ -1,17 +1,18 @@
 """Where a method's training step spends the time the `fp` step does not: torch.profiler over the steps
 `bnnbench bench-step` times (the same Lightning-driven `bnnbench.speed.SteppedMethod`), op by op, each
-method against `fp` (in rounds, a few steps of every method in turn, as bench-step times them, so drift of
-the machine lands on every method alike), and the memory-traffic floor of the elementwise work a binary method adds.
+method against `fp` (in rounds, a few steps of every method in turn, as bench-step times them, so drift
+of the machine lands on every method alike), and the memory-traffic floor of the elementwise work a binary
+method adds.
 
     python benchmarks/profile_step.py --arch resnet18 --methods ste bnn bnew --steps 3
     python benchmarks/profile_step.py --arch resnet20 --methods all --steps 10 --compile
 
 Per method it prints the profiled ms per step, the difference from fp, and the ops whose self CPU time
 per step differs most from fp's (a method's own kernels, or fp's where the method runs fewer), and the
-difference without the convolution kernels: what the method adds by its own (elementwise, optimizer) work.
-The floor: a binary layer's sign must read its input and write the sign (forward), and its gradient factor read
-the incoming gradient and write the gated one (backward); its latent weights are passed over by the
-quantizer, its gradient and the optimizer. One such pass is timed here as a copy (`Tensor.copy_`: read
+difference without the convolution kernels: what the method adds by its own (elementwise, optimizer)
+work. The floor: a binary layer's sign must read its input and write the sign (forward), and its gradient
+factor read the incoming gradient and write the gated one (backward); its latent weights are passed over
+by the quantizer, its gradient and the optimizer. One such pass is timed here as a copy (`Tensor.copy_`: read
 n floats, write n) over as many elements as the binary layers' inputs (per step, at this batch) and their
 latent weights, so "2 input passes + 3 weight passes" is about the least elementwise time a W1A1 method
 can add on this machine, and "3 weight passes" what a BWN method can add.
@@ -29,7 +30,7 @@ import torch
 
 from bnnbench.layers import binary_layers
 from bnnbench.registry import METHODS
-from bnnbench.speed import SteppedMethod
+from bnnbench.speed import SteppedMethod, round_chunks
 
 
 def copy_ms(elements: int, repeats: int = 7) -> float:
@@ -75,9 +76,7 @@ def profile_in_rounds(entries: dict[str, SteppedMethod], steps: int, rounds: int
     (as `speed.bench_step` times them), so drift of the machine lands on every method alike."""
     per_op = {name: defaultdict(float) for name in entries}
     batches = dict.fromkeys(entries, 0)
-    rounds = max(1, min(rounds, steps))
-    for r in range(rounds):
-        chunk = steps // rounds + (r < steps % rounds)
+    for chunk in round_chunks(steps, rounds):
         for name, entry in entries.items():
             batches[name] += profile(entry, chunk, per_op[name])
     return {name: {k: v / batches[name] for k, v in ops.items()} for name, ops in per_op.items()}
@@ -86,8 +85,12 @@ def profile_in_rounds(entries: dict[str, SteppedMethod], steps: int, rounds: int
 def _convolution(op: str) -> bool:
     """The convolution kernels (forward, backward and their autograd nodes): the same work in every method
     (a binary layer convolves its ±1 tensors with the same kernel), whose time still differs between
-    methods by several percent on this CPU, in both directions (on resnet20, ±5–25 ms of fp's 260)."""
+    methods by several percent on this CPU, in both directions (on resnet20, −27 to +34 ms of fp's 259)."""
     return "convolution" in op.lower()
+
+
+def _without_convolutions(ops: dict[str, float]) -> float:
+    return sum(ms for op, ms in ops.items() if not _convolution(op))
 
 
 def main() -> None:
@@ -125,8 +128,7 @@ def main() -> None:
         ms = sum(ops.values())
         inputs_here, weights_here = binary_sizes(entries[method])
         floor = (2 * input_pass if inputs_here else 0.0) + (3 * weight_pass if weights_here else 0.0)
-        own = sum(v for k, v in ops.items() if not _convolution(k)) - sum(v for k, v in fp_ops.items()
-                                                                        if not _convolution(k))
+        own = _without_convolutions(ops) - _without_convolutions(fp_ops)
         print(f"\n{method}: {ms:.1f} ms ({ms / fp_ms:.3f} × fp, {ms - fp_ms:+.1f} ms); elementwise floor "
               f"{floor:.1f} ms ({(fp_ms + floor) / fp_ms:.3f} × fp); all but the convolutions {own:+.1f} ms "
               f"({(fp_ms + own) / fp_ms:.3f} × fp)")

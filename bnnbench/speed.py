@@ -125,6 +125,12 @@ class SteppedMethod:
         return times
 
 
+def round_chunks(steps: int, rounds: int) -> list[int]:
+    """The steps of each round when `steps` are split into up to `rounds` rounds as evenly as they go."""
+    rounds = max(1, min(rounds, steps))
+    return [steps // rounds + (r < steps % rounds) for r in range(rounds)]
+
+
 def bench_step(methods: list[str], dataset: str = "cifar10", arch: str | None = None, batch_size: int = 128,
                image_size: int | None = None, steps: int = 10, warmup: int = 2, compile: bool = False,
                channels_last: bool = False, precision: str = "32", device: str = "cpu",
@@ -149,9 +155,7 @@ def bench_step(methods: list[str], dataset: str = "cifar10", arch: str | None = 
         timing.compile_s = time.perf_counter() - started if compile else 0.0
         built.append(entry)
         timings.append(timing)
-    rounds = max(1, min(rounds, steps))
-    for r in range(rounds):
-        chunk = steps // rounds + (r < steps % rounds)
+    for chunk in round_chunks(steps, rounds):
         for entry, timing in zip(built, timings, strict=True):
             timing.times_ms += entry.fit(chunk).intervals_ms()
     # Memory after the timing: a step under saved-tensor hooks makes Dynamo compile another graph,

@@ -605,6 +605,7 @@ def recorded_state(tracking_uri: str | None, resolved) -> tuple[str, dict | None
 
 
 # -- datasets and models of runs ---------------------------------------------------------------------------
+
 def dataset_input(description: dict[str, Any]):
     """An MLflow `DatasetInput` (context "training") from `TensorDataModule.describe()`; no data is uploaded.
 
