@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from bnnbench import memory
 from bnnbench.registry import DATASETS
 from bnnbench.speed import bench_step
 
@@ -38,6 +39,7 @@ def fetch_ms(dataset: str, n_images: int, batches: int) -> float:
 
 
 def main() -> None:
+    memory.keep_freed_memory()  # as the CLI does
     print(f"{'dataset':<10} {'batch':>5} {'data ms':>9} {'step ms':>9} {'data share':>10}")
     for dataset, n_images, steps in (("digits", 0, 20), ("cifar10", 50_000, 3), ("garbage", 2_000, 2)):
         cls = DATASETS.get(dataset)

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import torch
 
+from bnnbench import memory
 from bnnbench.registry import DATASETS, METHODS
 
 DATASET = "fashion_mnist"
@@ -74,6 +75,7 @@ class Stepper:
 
 
 def main() -> None:
+    memory.keep_freed_memory()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="fp,ste,bnn", help="comma-separated, or 'all'")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per method")

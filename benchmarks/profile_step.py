@@ -28,6 +28,7 @@ from collections import defaultdict
 
 import torch
 
+from bnnbench import memory
 from bnnbench.layers import binary_layers
 from bnnbench.registry import METHODS
 from bnnbench.speed import SteppedMethod, round_chunks
@@ -94,6 +95,7 @@ def _without_convolutions(ops: dict[str, float]) -> float:
 
 
 def main() -> None:
+    memory.keep_freed_memory()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--dataset", default="cifar10")

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import bnnbench
+from bnnbench import memory
 from bnnbench.config import MODES, PRECISIONS
 from bnnbench.errors import BadInput, Terminated
 
@@ -555,6 +556,7 @@ def _check_before_launch(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    memory.keep_freed_memory()  # before the first tensor: every step's large tensors reuse freed memory
     try:
         _processes(args, argv)
         return args.func(args)
