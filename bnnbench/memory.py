@@ -11,8 +11,8 @@ with 1.4 M after `keep_freed_memory()` (peak RSS 4.9 → 6.2 GB). jemalloc throu
 defaults, was slower than either.
 
 `keep_freed_memory` turns off glibc's use of `mmap` (M_MMAP_MAX = 0) and raises the threshold above which
-it trims the heap's free top back to the system (M_TRIM_THRESHOLD) to its largest value, so freed blocks
-stay mapped and are reused. It leaves the allocator alone when the user set glibc's malloc parameters
+it trims the heap's free top back to the system (M_TRIM_THRESHOLD) to 2 GiB, the most `mallopt` takes, so
+freed blocks stay mapped and are reused. It leaves the allocator alone when the user set glibc's malloc parameters
 (`MALLOC_*_` variables or `GLIBC_TUNABLES`), and off glibc (macOS, musl) it does nothing.
 """
 

@@ -39,9 +39,8 @@ def rounds(mode: str, **env) -> dict:
 def test_freed_large_tensors_are_reused_without_new_page_faults():
     plain, kept = rounds("plain"), rounds("keep")
     assert kept["applied"] is True
-    pages = 9 * 64 * 2**20 // 4096  # every round faulting its 64 MiB in again
-    assert plain["faults"] > pages / 2
-    assert kept["faults"] < pages / 20
+    assert plain["faults"] > 9 * 32  # every round faulted its 64 MiB in again (even in 2 MiB huge pages)
+    assert kept["faults"] * 10 < plain["faults"]
 
 
 def test_a_users_own_malloc_setting_is_left_alone():
