@@ -12,8 +12,8 @@ defaults, was slower than either.
 
 `keep_freed_memory` turns off glibc's use of `mmap` (M_MMAP_MAX = 0) and raises the threshold above which
 it trims the heap's free top back to the system (M_TRIM_THRESHOLD) to 2 GiB, the most `mallopt` takes, so
-freed blocks stay mapped and are reused. It leaves the allocator alone when the user set glibc's malloc parameters
-(`MALLOC_*_` variables or `GLIBC_TUNABLES`), and off glibc (macOS, musl) it does nothing.
+freed blocks stay mapped and are reused. It leaves the allocator alone when the user set any of glibc's
+malloc parameters (a `MALLOC_*` variable or `GLIBC_TUNABLES`), and off glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ import ctypes.util
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
-USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
-                 "GLIBC_TUNABLES")
+
+
+def users_own_setting(environ: dict[str, str]) -> bool:
+    """Whether the environment sets glibc's malloc itself (then it is the user's choice, kept)."""
+    return "GLIBC_TUNABLES" in environ or any(name.startswith("MALLOC_") for name in environ)
 
 
 def keep_freed_memory() -> bool:
     """Make glibc keep and reuse freed memory; True when the setting was applied."""
-    if any(name in os.environ for name in USER_SETTINGS):
+    if users_own_setting(os.environ):
         return False
     try:
         os.confstr("CS_GNU_LIBC_VERSION")

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from bnnbench.memory import users_own_setting
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "confstr") or "CS_GNU_LIBC_VERSION" not in os.confstr_names,
                                 reason="glibc only")
 
@@ -30,7 +32,7 @@ print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
 
 
 def rounds(mode: str, **env) -> dict:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    environment = {k: v for k, v in os.environ.items() if not users_own_setting({k: v})}
     out = subprocess.run([sys.executable, "-c", ROUNDS, mode], capture_output=True, text=True, check=True,
                          env={**environment, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -45,5 +47,5 @@ def test_freed_large_tensors_are_reused_without_new_page_faults():
 
 def test_a_users_own_malloc_setting_is_left_alone():
     assert rounds("keep", MALLOC_MMAP_MAX_="65536")["applied"] is False
+    assert rounds("keep", MALLOC_ARENA_MAX="2")["applied"] is False
     assert rounds("keep", GLIBC_TUNABLES="glibc.malloc.trim_threshold=0")["applied"] is False
-
