@@ -184,34 +184,40 @@ class LatestCheckpoint(pl.callbacks.ModelCheckpoint):
     """`last.ckpt`, rewritten at the end of every training epoch: what a resumed run continues from.
 
     (Lightning's `save_last` refreshes `last.ckpt` only in epochs that improve the monitored metric.)
-    An epoch's step and validation metrics are logged before this checkpoint is written: sent at once,
-    a process killed in between would log them again after resuming from the previous checkpoint. So
-    the run's logger holds them (`tracking._runner_owned_logger`) and this callback sends them right
-    after the file is written; the file holds them too (its `state_dict`), and a resumed fit sends
-    those MLflow lacks, so a kill between writing and sending loses nothing. The epoch's training
-    aggregates, which Lightning logs after this hook, are sent at once: a kill in the few
-    milliseconds between the write and their sending is the one way a point can go missing.
+    No point may be lost or sent twice by a process killed at any instant. An epoch's step and
+    validation metrics are logged before this checkpoint is written: sent at once, a process killed
+    in between would log them again after resuming from the previous checkpoint. So the run's logger
+    holds them (`tracking._runner_owned_logger`) and this callback sends them right after the file is
+    written. The epoch's training aggregates (`train/loss`, `train/acc`, every `on_epoch` value of a
+    training hook) Lightning logs only after this hook, and a fit resumed from this file does not
+    compute them again. So the file holds both: the held points and the aggregates about to be logged
+    (`epoch_end_points`), and a resumed fit sends those MLflow lacks (`on_fit_start`).
     """
 
+    FILENAME = "last.ckpt"
+
     def __init__(self, record: tracking.RecordedRun, dirpath):
-        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, save_on_train_epoch_end=True,
-                         enable_version_counter=False)
+        super().__init__(dirpath=dirpath, filename=self.FILENAME.removesuffix(".ckpt"), save_top_k=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
         self.record = record
         self._restored = None
+        self._epoch_end = []  # while this epoch's checkpoint is written: the points Lightning logs after it
 
     def on_train_epoch_start(self, trainer, module):
         if self.record.logger is not None:  # None: another process than rank 0, which records nothing
             self.record.logger.holding = True
 
-    def _save_checkpoint(self, trainer, filepath):
-        super()._save_checkpoint(trainer, filepath)
+    def on_train_epoch_end(self, trainer, module):
+        self._epoch_end = epoch_end_points(trainer)  # on every process: computing them may sync them
+        super().on_train_epoch_end(trainer, module)  # writes the file
+        self._epoch_end = []
         if self.record.logger is not None:
             self.record.logger.holding = False
             self.record.logger.flush()
 
     def state_dict(self):
         held = self.record.logger.held if self.record.logger is not None else []
-        return {**super().state_dict(), "held": [(dict(metrics), step) for metrics, step in held]}
+        return {**super().state_dict(), "held": [(dict(metrics), step) for metrics, step in held + self._epoch_end]}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
@@ -231,6 +237,23 @@ class LatestCheckpoint(pl.callbacks.ModelCheckpoint):
         for (key, step, value), count in wanted.items():
             for _ in range(count - sent[key, step, value]):
                 self.record.log_metrics({key: value}, step=step)
+
+
+def epoch_end_points(trainer) -> list[tuple[dict[str, float], int]]:
+    """What Lightning logs right after the `on_train_epoch_end` hooks, as `(metrics, step)`: its logger
+    connector's `update_train_epoch_metrics` sends the epoch-level values of the training results with
+    `epoch` added, at the step before the current one (its fit loop steps `_batches_that_stepped` back
+    for that call). Lightning keeps no public handle on these values; `test_records`' kill at the
+    instant the checkpoint is in place shows that they are what it then logs."""
+    from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+
+    metrics = convert_tensors_to_scalars(trainer._logger_connector.metrics["log"])
+    if not metrics:
+        return []
+    step = metrics.pop("step", None)
+    if step is not None:
+        return [(metrics, int(step))]
+    return [({**metrics, "epoch": trainer.current_epoch}, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)]
 
 
 class RandomState(ResumedFitState):

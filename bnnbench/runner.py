@@ -106,7 +106,7 @@ def run(cfg: RunConfig, callbacks: list | None = None, resume: str | None = None
         if not record.resumed:  # the MLflow dataset input: name, digest, source, split sizes (logged once)
             record.log_dataset(datamodule.describe())
         trainer, best = build_trainer(resolved, record, datamodule, costs, callbacks or [])
-        last = record.checkpoint_dir / "last.ckpt"
+        last = record.checkpoint_dir / cb.LatestCheckpoint.FILENAME
         with warnings.catch_warnings():
             # Resuming into the run's own checkpoint folder is the point, not a hazard to warn about.
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")

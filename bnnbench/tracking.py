@@ -377,6 +377,14 @@ class RecordedRun:
             error = Terminated()
         if isinstance(error, Terminated):
             _terminated.clear()
+        if self.logger is not None and error is not None:
+            # A run stopped by SIGTERM or Ctrl-C ends KILLED and can be resumed: its held points belong to
+            # the work after its last checkpoint, which the resumed run does again. A failed run keeps them.
+            if isinstance(error, Terminated | KeyboardInterrupt | SystemExit):
+                self.logger.held.clear()
+            else:
+                with contextlib.suppress(Exception):  # the failure may be the store's own; the run still ends
+                    self.logger.flush()
         if error is None:
             self.end("FINISHED")
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # only a KILLED run is ever resumed
@@ -517,7 +525,9 @@ def _runner_owned_logger(uri: str, run_id: str):
 
     While a training epoch runs (`holding`), logged metrics wait in `held` until
     `callbacks.LatestCheckpoint` has written a checkpoint that holds them too, and go to MLflow then
-    (`flush`), or when a stage ends (`finalize`): a run killed and resumed logs each point once.
+    (`flush`): a run killed and resumed logs each point once. Lightning calls `finalize("failed")` on
+    any exception; what is held then waits for `RecordedRun.__exit__`, which knows whether the run can
+    be resumed.
 
     Built on first use so that importing this module does not import lightning (seconds); built under
     the first-use lock because it makes its own MLflow client.
@@ -542,7 +552,8 @@ def _runner_owned_logger(uri: str, run_id: str):
                 super().log_metrics(metrics, step)
 
         def finalize(self, status: str = "success") -> None:
-            self.flush()
+            if status == "success":
+                self.flush()
 
     with sqlite_first_use_lock(uri):
         logger = RunnerOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id)

@@ -23,6 +23,7 @@ from bnnbench.config import RunConfig
 from bnnbench.errors import Terminated
 from bnnbench.registry import METHODS
 from bnnbench.runner import run
+from tests import killed_run
 from tests.datafiles import write_cifar10
 
 BNNBENCH = [sys.executable, "-m", "bnnbench"]
@@ -129,6 +130,33 @@ def test_kill_9_then_resume_ends_with_exactly_the_uninterrupted_metrics(tmp_path
     assert not (checkpoints / after.info.run_id).exists()  # a finished run's checkpoints are removed
 
 
+def histories(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every point of every metric of a run (but the wall-clock ones), as (step, value) in order."""
+    client = mlflow.MlflowClient(uri)
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics if not key.startswith("time/")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('whole') / 'mlflow.db'}"
+    return histories(uri, run(killed_run.config(uri, "whole")).run_id)
+
+
+@pytest.mark.parametrize("moment", killed_run.MOMENTS)
+def test_a_kill_at_any_instant_then_resume_records_every_point_exactly_once(moment, tmp_path, uninterrupted):
+    """SIGKILL at each instant of an epoch, the worst being right after the checkpoint is in place;
+    the resumed run's every metric history equals an uninterrupted run's, point by point."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = subprocess.run([sys.executable, "-m", "tests.killed_run", moment, uri], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env={**ONE_THREAD, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    interrupted = only(uri)
+    assert interrupted.info.status == "RUNNING"
+    run(killed_run.config(uri), resume=interrupted.info.run_id)
+    assert histories(uri, interrupted.info.run_id) == uninterrupted
+
+
 def test_resume_refuses_a_finished_or_live_run(tmp_path, tracking_uri, capsys):
     result = run(RunConfig(method="fp", dataset="fake", epochs=1, tracking_uri=tracking_uri, progress="none"))
     assert main(["run", "--resume", result.run_id, "--tracking-uri", tracking_uri]) == 2
@@ -165,6 +193,17 @@ def test_sigterm_at_any_point_ends_the_run_killed_and_it_resumes(hook, tracking_
     result = run(cfg, resume=killed.info.run_id)
     assert result.run_id == killed.info.run_id and only(tracking_uri).info.status == "FINISHED"
     assert 0 <= result.metrics["test/acc"] <= 1
+
+
+def test_a_sigterm_after_validation_then_resume_records_every_point_exactly_once(tracking_uri, uninterrupted):
+    """Stopped after an epoch's validation is logged but before its checkpoint: those points are the
+    resumed run's to send (it validates that epoch again), not the stopped one's."""
+    with pytest.raises(Terminated):
+        run(killed_run.config(tracking_uri), callbacks=[SigtermAt("on_validation_end", epoch=1)])
+    stopped = only(tracking_uri)
+    assert stopped.info.status == "KILLED"
+    run(killed_run.config(tracking_uri), resume=stopped.info.run_id)
+    assert histories(tracking_uri, stopped.info.run_id) == uninterrupted
 
 
 def test_sigterm_while_logging_artifacts_ends_the_run_killed(tracking_uri, monkeypatch):
